@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+train: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/ddpm-train $(ARGS)
+
+test: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pre-commit run --all-files
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests && $(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

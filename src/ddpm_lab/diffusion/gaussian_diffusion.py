@@ -1,0 +1,346 @@
+"""The Gaussian diffusion process: forward q, posterior, reverse p_theta, training losses (Ho et al. 2020;
+Nichol & Dhariwal 2021). The network is always an argument: ``model(x_t, t) -> output``.
+
+Timesteps are 0-based: t = 0 is the first noising step and t = T-1 the last. Tables are precomputed in
+float64 and cast to the data's dtype only when indexed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import parameterization as param
+from .likelihoods import discretized_gaussian_log_likelihood, gaussian_prior_kl_bits, mean_flat, normal_kl
+from .respacing import respaced_betas, space_timesteps
+
+VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
+LOSS_TYPES = ("mse", "l1", "kl", "hybrid")
+LEARNED_VAR_TYPES = ("learned", "learned_range")
+SAMPLERS = ("ddpm", "ddim")
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Unknown {kind} {value!r}; choose one of: {', '.join(allowed)}.")
+
+
+class GaussianDiffusion:
+    """A T-step Gaussian diffusion with betas (T,) and the chosen mean/variance/loss types.
+
+    Args:
+        betas: float tensor (T,), 0 < beta <= 1.
+        mean_type: what the network predicts: "eps", "x0" or "v".
+        var_type: reverse-process variance: "fixed_small" (posterior beta-tilde), "fixed_large" (beta),
+            "learned" (network outputs log variance) or "learned_range" (network outputs v in [-1, 1],
+            log var = frac log beta + (1 - frac) log beta-tilde, frac = (v + 1) / 2; IDDPM eq. 15).
+        loss_type: "mse" (L_simple), "l1", "kl" (the variational bound) or "hybrid" (L_simple + vlb_weight *
+            L_vlb, with the mean stop-gradiented inside L_vlb; IDDPM eq. 16).
+        vlb_weight: lambda of the hybrid loss (IDDPM: 0.001).
+        timestep_map: int64 (T,), the timestep the network is told for each step of this chain (respacing).
+    """
+
+    def __init__(
+        self,
+        betas: torch.Tensor,
+        mean_type: str = "eps",
+        var_type: str = "fixed_large",
+        loss_type: str = "mse",
+        vlb_weight: float = 0.001,
+        timestep_map: torch.Tensor | None = None,
+    ) -> None:
+        _check_choice("mean_type", mean_type, param.MEAN_TYPES)
+        _check_choice("var_type", var_type, VAR_TYPES)
+        _check_choice("loss_type", loss_type, LOSS_TYPES)
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError(f"betas must be a 1-D tensor with T >= 1 entries, got shape {tuple(betas.shape)}.")
+        if not bool(((betas > 0) & (betas <= 1)).all()):
+            raise ValueError("every beta must lie in (0, 1]; check the schedule and num_timesteps.")
+        if var_type in LEARNED_VAR_TYPES and loss_type in ("mse", "l1"):
+            raise ValueError(
+                f"var_type={var_type!r} learns the reverse variance, but loss_type={loss_type!r} gives the "
+                "variance output no gradient, so it would stay at its initial value. Use loss=hybrid (L_simple + "
+                "lambda L_vlb, IDDPM) or loss=kl, or a fixed variance (fixed_small / fixed_large)."
+            )
+        if vlb_weight < 0:
+            raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}.")
+        self.mean_type, self.var_type, self.loss_type = mean_type, var_type, loss_type
+        self.vlb_weight = float(vlb_weight)
+        self.num_timesteps = int(betas.numel())
+        identity = torch.arange(self.num_timesteps, dtype=torch.long)
+        self.timestep_map = identity if timestep_map is None else torch.as_tensor(timestep_map, dtype=torch.long)
+
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # beta-tilde_0 = 0, so its log is clipped to beta-tilde_1 (only the decoder uses t = 0).
+        clipped = torch.cat([posterior_variance[1:2], posterior_variance[1:]]) if self.num_timesteps > 1 else betas
+        self.tables: dict[str, torch.Tensor] = {
+            "betas": betas,
+            "log_betas": torch.log(betas),
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_alphas": alphas.sqrt(),
+            "sqrt_betas": betas.sqrt(),
+            "posterior_log_variance_clipped": torch.log(clipped),
+            # Posterior mean coefficients of x0 and x_t (Ho et al. eq. 7).
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+        }
+        self._device_tables: dict[str, dict[str, torch.Tensor]] = {}
+        self._respaced: dict[int, GaussianDiffusion] = {}
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def betas(self) -> torch.Tensor:
+        return self.tables["betas"]
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.tables["alphas_cumprod"]
+
+    @property
+    def learned_variance(self) -> bool:
+        return self.var_type in LEARNED_VAR_TYPES
+
+    def model_output_channels(self, data_channels: int) -> int:
+        """Channels the network must output for data with ``data_channels`` channels."""
+        return 2 * data_channels if self.learned_variance else data_channels
+
+    def check_model_channels(self, model_out_channels: int, data_channels: int) -> None:
+        """Raise a ValueError now if a network's output channels do not fit this variance type."""
+        expected = self.model_output_channels(data_channels)
+        if model_out_channels != expected:
+            why = "mean and variance halves" if self.learned_variance else "the mean prediction only"
+            raise ValueError(
+                f"var_type={self.var_type!r} needs a network with {expected} output channels ({why} for "
+                f"{data_channels}-channel data), but the network outputs {model_out_channels}. Build the network "
+                f"with learned_variance={self.learned_variance}."
+            )
+
+    def coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Table ``name`` at timesteps t (B,), cast to x's dtype and shaped (B, 1, ...) to broadcast with x."""
+        key = str(x.device)
+        if key not in self._device_tables:
+            dtype = torch.float32 if x.device.type == "mps" else torch.float64
+            self._device_tables[key] = {k: v.to(x.device, dtype) for k, v in self.tables.items()}
+        values = self._device_tables[key][name][t.to(x.device)]
+        return values.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The timesteps the network is conditioned on (the original chain's, after respacing)."""
+        return self.timestep_map.to(t.device)[t]
+
+    # ------------------------------------------------------------------ forward process
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I) (Ho et al. eq. 4). x0 (B, ...), t (B,)."""
+        noise = torch.randn_like(x0) if noise is None else noise
+        return self.coef("sqrt_alphas_cumprod", t, x0) * x0 + self.coef("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+
+    def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward step q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (Ho et al. eq. 2)."""
+        noise = torch.randn_like(x_prev) if noise is None else noise
+        return self.coef("sqrt_alphas", t, x_prev) * x_prev + self.coef("sqrt_betas", t, x_prev) * noise
+
+    def q_mean_log_variance(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.coef("sqrt_alphas_cumprod", t, x0) * x0
+        log_variance = torch.log1p(-self.coef("alphas_cumprod", t, x0)).expand_as(x0)
+        return mean, log_variance
+
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, variance and (clipped) log variance of q(x_{t-1} | x_t, x_0) (Ho et al. eqs. 6-7)."""
+        mean = self.coef("posterior_mean_coef1", t, x_t) * x0 + self.coef("posterior_mean_coef2", t, x_t) * x_t
+        log_variance = self.coef("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
+        variance = torch.where(t.reshape(mean.shape[:1] + (1,) * (x_t.ndim - 1)) == 0, 0.0, log_variance.exp())
+        return mean, variance, log_variance
+
+    # ------------------------------------------------------------------ reverse process
+    def split_output(self, model_output: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Split a network output (B, 2C, ...) into (mean part, variance part); variance part is None if fixed."""
+        channels = x_t.shape[1]
+        if model_output.shape[1] != self.model_output_channels(channels):
+            self.check_model_channels(model_output.shape[1], channels)
+        if not self.learned_variance:
+            return model_output, None
+        return model_output[:, :channels], model_output[:, channels:]
+
+    def p_mean_variance(
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Mean, variance, log variance of p(x_{t-1} | x_t), plus pred_x0 and pred_eps (all shaped like x_t)."""
+        mean_part, var_part = self.split_output(model_output, x_t)
+        if self.var_type == "fixed_small":
+            log_variance = self.coef("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
+        elif self.var_type == "fixed_large":
+            log_variance = self.coef("log_betas", t, x_t).expand_as(x_t)
+        elif self.var_type == "learned":
+            log_variance = var_part
+        else:  # learned_range
+            frac = (var_part + 1.0) / 2.0
+            min_log = self.coef("posterior_log_variance_clipped", t, x_t)
+            max_log = self.coef("log_betas", t, x_t)
+            log_variance = frac * max_log + (1.0 - frac) * min_log
+        alpha_bar = self.coef("alphas_cumprod", t, x_t)
+        pred_x0 = param.predicted_x0(self.mean_type, x_t, mean_part, alpha_bar)
+        if clip_denoised:
+            pred_x0 = pred_x0.clamp(-1.0, 1.0)
+        mean, _, _ = self.q_posterior(pred_x0, x_t, t)
+        return {
+            "mean": mean,
+            "variance": log_variance.exp(),
+            "log_variance": log_variance,
+            "pred_x0": pred_x0,
+            "pred_eps": param.eps_from_x0(x_t, pred_x0, alpha_bar),
+        }
+
+    def p_sample(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+    ) -> torch.Tensor:
+        """One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (Ho et al. Algorithm 2); no noise at t = 0."""
+        out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        noise = torch.randn_like(x_t) if noise is None else noise
+        nonzero = (t != 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))
+        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+
+    def ddim_step(
+        self,
+        model_output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        t_prev: torch.Tensor | int,
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
+        clip_denoised: bool = True,
+    ) -> torch.Tensor:
+        """DDIM update x_t -> x_{t_prev} (Song et al. 2021, eq. 12); t_prev = -1 means x_0 (abar = 1).
+
+        sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev); eta = 1 is DDPM-like.
+        """
+        out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        t_prev = torch.as_tensor(t_prev, device=x_t.device).expand(x_t.shape[0])
+        alpha_bar = self.coef("alphas_cumprod", t, x_t)
+        alpha_bar_prev = torch.where(
+            t_prev.reshape(alpha_bar.shape) >= 0, self.coef("alphas_cumprod", t_prev.clamp(min=0), x_t), 1.0
+        )
+        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+        direction = (1.0 - alpha_bar_prev - sigma**2).clamp(min=0.0).sqrt() * out["pred_eps"]
+        x_prev = alpha_bar_prev.sqrt() * out["pred_x0"] + direction
+        if eta > 0:
+            x_prev = x_prev + sigma * (torch.randn_like(x_t) if noise is None else noise)
+        return x_prev
+
+    # ------------------------------------------------------------------ losses
+    def vlb_term_bits(
+        self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool
+    ) -> torch.Tensor:
+        """Per-example L_t in bits/dim: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0, and the
+        discretised Gaussian decoder NLL -log p(x0 | x_1) for t = 0 (Ho et al. eq. 5)."""
+        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
+        out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / math.log(2.0)
+        decoder_nll = -mean_flat(
+            discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])
+        ) / math.log(2.0)
+        return torch.where(t == 0, decoder_nll, kl)
+
+    def prior_bits(self, x0: torch.Tensor) -> torch.Tensor:
+        """Per-example KL(q(x_T | x0) || N(0, I)) in bits/dim (L_T; no parameters)."""
+        t_last = torch.full((x0.shape[0],), self.num_timesteps - 1, dtype=torch.long, device=x0.device)
+        return gaussian_prior_kl_bits(*self.q_mean_log_variance(x0, t_last))
+
+    def training_losses(
+        self, model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-example loss terms for x0 (B, ...) at timesteps t (B,).
+
+        Returns "loss" (what to minimise) and its terms: "mse" (or "l1") on the parameterisation's target and,
+        for kl/hybrid, "vlb" (L_t in bits/dim). The kl loss is T * L_t, an unbiased estimate of L_vlb - L_T
+        under uniform t; hybrid adds vlb_weight * T * L_t with the mean detached (IDDPM eq. 16).
+        """
+        noise = torch.randn_like(x0) if noise is None else noise
+        x_t = self.q_sample(x0, t, noise)
+        model_output = model(x_t, self.model_timesteps(t))
+        mean_part, var_part = self.split_output(model_output, x_t)
+        terms: dict[str, torch.Tensor] = {}
+        if self.loss_type == "kl":
+            terms["vlb"] = self.vlb_term_bits(model_output, x0, x_t, t, clip_denoised=False)
+            terms["loss"] = terms["vlb"] * self.num_timesteps
+            return terms
+        target = param.training_target(self.mean_type, x0, noise, self.coef("alphas_cumprod", t, x0))
+        error = mean_part - target
+        name = "l1" if self.loss_type == "l1" else "mse"
+        terms[name] = mean_flat(error.abs() if name == "l1" else error**2)
+        terms["loss"] = terms[name]
+        if self.loss_type == "hybrid":
+            # The mean is detached so that L_vlb trains only the variance head (IDDPM section 3.1).
+            frozen = mean_part.detach() if var_part is None else torch.cat([mean_part.detach(), var_part], dim=1)
+            terms["vlb"] = self.vlb_term_bits(frozen, x0, x_t, t, clip_denoised=False)
+            terms["loss"] = terms["loss"] + self.vlb_weight * self.num_timesteps * terms["vlb"]
+        return terms
+
+    # ------------------------------------------------------------------ respacing, sampling, likelihood
+    def respaced(self, steps: int) -> GaussianDiffusion:
+        """The ``steps``-step chain over evenly spaced timesteps (IDDPM respacing), same types; cached."""
+        if steps == self.num_timesteps:
+            return self
+        if steps not in self._respaced:
+            kept = space_timesteps(self.num_timesteps, steps)
+            self._respaced[steps] = GaussianDiffusion(
+                respaced_betas(self.alphas_cumprod, kept),
+                self.mean_type,
+                self.var_type,
+                self.loss_type,
+                self.vlb_weight,
+                timestep_map=self.timestep_map[torch.as_tensor(kept)],
+            )
+        return self._respaced[steps]
+
+    def sample(
+        self,
+        model: Model,
+        shape: tuple[int, ...],
+        sampler: str = "ddpm",
+        steps: int | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        clip_denoised: bool = True,
+        progress: bool = False,
+        return_trajectory: bool = False,
+        device: torch.device | str | None = None,
+    ) -> Any:
+        """Generate samples of ``shape`` from x_T ~ N(0, I); see ``ddpm_lab.diffusion.sampling``."""
+        from .sampling import sample_loop
+
+        return sample_loop(
+            self, model, shape, sampler, steps, eta, generator, clip_denoised, progress, return_trajectory, device
+        )
+
+    def nll_bits_per_dim(
+        self,
+        model: Model,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        clip_denoised: bool = True,
+        return_terms: bool = False,
+        progress: bool = False,
+    ) -> Any:
+        """Per-example NLL bound in bits/dim for 8-bit data x0 in [-1, 1]; see ``ddpm_lab.diffusion.nll``."""
+        from .nll import nll_bits_per_dim
+
+        return nll_bits_per_dim(self, model, x0, generator, clip_denoised, return_terms, progress)
