@@ -1,0 +1,77 @@
+"""Turn a composed config into objects: the one place that knows how config groups map to code.
+
+Used by every entry point (train, sample, eval) and by checkpoint loading, so a checkpoint rebuilt from its
+stored config is the same network that was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..diffusion import GaussianDiffusion
+from ..lightning import DiffusionModule, MetricsRecordLogger
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return instantiate(cfg.data)
+
+
+def build_diffusion(cfg: DictConfig) -> GaussianDiffusion:
+    return instantiate(cfg.diffusion)
+
+
+def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str | None = None) -> DiffusionModule:
+    """The DiffusionModule for data of ``sample_shape``: the network gets the data's shape and doubles its
+    output channels when the variance is learned."""
+    diffusion = build_diffusion(cfg)
+    network = instantiate(cfg.model, sample_shape=list(sample_shape), learned_variance=diffusion.learned_variance)
+    return DiffusionModule(
+        network=network,
+        diffusion=diffusion,
+        optimizer=instantiate(cfg.optimizer),
+        sample_shape=tuple(sample_shape),
+        lr_warmup_steps=cfg.module.lr_warmup_steps,
+        ema_decay=cfg.module.ema_decay,
+        ema_warmup=cfg.module.ema_warmup,
+        timestep_sampler=cfg.module.timestep_sampler,
+        sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
+        run_config=run_config,
+    )
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """The configured loggers plus the metrics record, which every run writes."""
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    return [*loggers, MetricsRecordLogger(run_dir)]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...).")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def module_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DiffusionModule, DictConfig]:
+    """Rebuild the DiffusionModule a checkpoint was trained with (config stored inside it) and load its weights."""
+    checkpoint = load_checkpoint(path, map_location)
+    stored = checkpoint.get("ddpm_lab", {}).get("config")
+    if not stored:
+        raise ValueError(f"{path} is not a ddpm-lab checkpoint: it carries no run config.")
+    cfg = OmegaConf.create(stored)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape, run_config=stored)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    return module, cfg

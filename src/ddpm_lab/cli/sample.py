@@ -1,0 +1,64 @@
+"""``ddpm-sample``: draw N samples from a checkpoint (EMA weights by default) and write a PNG grid, an .npz
+(``arr_0``: uint8 NHWC images, as openai/guided-diffusion's evaluator reads; float points for 2-D data) and
+optionally one PNG per image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..visualize import save_image_grid, save_points_figure, to_uint8
+from . import CONFIG_DIR
+from .builders import build_datamodule, module_from_checkpoint
+from .common import resolve_device
+
+
+def sample(cfg: DictConfig) -> dict:
+    if cfg.num_samples < 1 or cfg.batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1 (got {cfg.num_samples}, {cfg.batch_size}).")
+    device = resolve_device(cfg.device)
+    module, run_cfg = module_from_checkpoint(cfg.ckpt_path, map_location=device)
+    module.to(device)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    overrides = {"sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta}
+    batches = []
+    for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
+        n = min(cfg.batch_size, cfg.num_samples - start)
+        batches.append(module.generate(n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress,
+                                       **overrides).cpu())
+    samples = torch.cat(batches)
+    if samples.ndim == 4:
+        pixels = to_uint8(samples).permute(0, 2, 3, 1).numpy()
+        np.savez(out / "samples.npz", arr_0=pixels)
+        save_image_grid(samples[:256], out / "samples.png", scale=max(1, 64 // samples.shape[-1]))
+        if cfg.save_pngs:
+            (out / "images").mkdir(exist_ok=True)
+            for i, image in enumerate(pixels):
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out / "images" / f"{i:06d}.png")
+    else:
+        np.savez(out / "samples.npz", arr_0=samples.numpy())
+        reference = build_datamodule(run_cfg).points("test")
+        save_points_figure(samples, reference, out / "samples.png", title=f"{len(samples)} samples over test data")
+    record = {"ckpt_path": str(cfg.ckpt_path), "num_samples": len(samples), "use_ema": cfg.use_ema,
+              "seed": cfg.seed, **{**module.sampling, **{k: v for k, v in overrides.items() if v is not None}}}
+    (out / "samples.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {len(samples)} samples to {out}/samples.npz and {out}/samples.png")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
+def main(cfg: DictConfig) -> None:
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""``ddpm-train``: train a diffusion model from the Hydra config in ``conf/`` (no overrides = the quickstart).
+
+    ddpm-train experiment=toy_swissroll
+    ddpm-train -m schedule=linear,cosine variance=fixed_small,learned_range loss=hybrid
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ..lightning import write_summary
+from . import CONFIG_DIR
+from .builders import build_callbacks, build_datamodule, build_loggers, build_module
+from .ddp_launch import DDPWorkers, needs_launch
+from .validation import validate_config
+
+CHOICE_GROUPS = ("data", "model", "schedule", "variance", "loss", "parameterization", "sampler", "optimizer",
+                 "trainer", "experiment")
+
+
+def config_choices(cfg: DictConfig) -> dict[str, Any]:
+    """The config-group choices of this run (from Hydra when it runs the job), for records and leaderboards."""
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        return {group: choices.get(group) for group in CHOICE_GROUPS if group in choices}
+    d = cfg.diffusion
+    return {"schedule": d.get("schedule"), "variance": d.get("var_type"), "loss": d.get("loss_type"),
+            "parameterization": d.get("mean_type"), "sampler": cfg.sampling.get("sampler")}
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
+    validate_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    workers = DDPWorkers(cfg, run_dir) if needs_launch(cfg) else None
+    rank_zero = is_rank_zero()
+    resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    started, success = time.time(), False
+    if rank_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config_resolved.yaml").write_text(resolved)
+        write_summary(run_dir, status="running", choices=config_choices(cfg), tags=list(cfg.get("tags") or []),
+                      output_dir=str(run_dir), error=None)
+    try:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule = build_datamodule(cfg)
+        module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
+        trainer: L.Trainer = hydra.utils.instantiate(
+            cfg.trainer, logger=build_loggers(cfg, run_dir), callbacks=build_callbacks(cfg)
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        success = True
+    except BaseException as err:
+        if rank_zero:
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            write_summary(run_dir, status=status, error=f"{type(err).__name__}: {err}",
+                          wall_time_s=time.time() - started)
+        raise
+    finally:
+        if workers is not None:
+            workers.join(success)
+        _finish_wandb()
+    if not rank_zero:
+        return {}
+    return write_summary(run_dir, status="completed", global_step=trainer.global_step,
+                         wall_time_s=time.time() - started)
+
+
+def _finish_wandb() -> None:
+    """Close this job's W&B run so that the next job of a multirun gets its own."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    summary = train(cfg)
+    # A multirun sweeper (e.g. Optuna) minimises the returned value: the configured objective's final value.
+    objective = cfg.get("objective")
+    return (summary.get("final") or {}).get(objective) if objective else None
+
+
+if __name__ == "__main__":
+    main()

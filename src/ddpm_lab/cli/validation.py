@@ -1,0 +1,40 @@
+"""Config validation at start-up: before any data is loaded or network built, each error names the key, the
+bad value and the allowed values."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message says which key, what was wrong and what is allowed."""
+
+
+def _choice(key: str, value, allowed, group: str | None = None) -> None:
+    if value not in allowed:
+        how = f" (command line: {group}=NAME)" if group else ""
+        raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(map(str, allowed))}{how}.")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    d = cfg.diffusion
+    _choice("diffusion.schedule", d.schedule, sorted(BETA_SCHEDULES), "schedule")
+    _choice("diffusion.var_type", d.var_type, VAR_TYPES, "variance")
+    _choice("diffusion.loss_type", d.loss_type, LOSS_TYPES, "loss")
+    _choice("diffusion.mean_type", d.mean_type, MEAN_TYPES, "parameterization")
+    _choice("sampling.sampler", cfg.sampling.sampler, SAMPLERS, "sampler")
+    _choice("module.timestep_sampler", cfg.module.timestep_sampler, TIMESTEP_SAMPLERS)
+    T = d.num_timesteps
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise ConfigError(f"diffusion.num_timesteps={T!r} is not valid: it must be an integer >= 2 (DDPM uses 1000).")
+    if d.var_type in ("learned", "learned_range") and d.loss_type in ("mse", "l1"):
+        raise ConfigError(
+            f"variance={d.var_type} learns the reverse variance, but loss={d.loss_type} gives it no gradient. "
+            "Use loss=hybrid (L_simple + lambda L_vlb, IDDPM) or loss=kl, or a fixed variance "
+            "(variance=fixed_small or fixed_large)."
+        )
+    steps = cfg.sampling.get("steps")
+    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
+        raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")

@@ -1,0 +1,111 @@
+"""The run's local metrics record: every value logged to any logger, as JSON lines in the run dir, plus a
+``metrics.json`` summary. It is the source of truth for the leaderboard (W&B offline runs are binary)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+HISTORY_FILE = "metrics.jsonl"
+SUMMARY_FILE = "metrics.json"
+HIGHER_IS_BETTER = ("is", "is_mean", "accuracy")
+
+
+def lower_is_better(name: str) -> bool:
+    return name.rsplit("/", 1)[-1] not in HIGHER_IS_BETTER
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temp file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash mid-write
+    return rows
+
+
+def summarize_history(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per metric: the final value, the best value and the step it was reached at."""
+    final, best = {}, {}
+    for row in rows:
+        step = row.get("step")
+        for key, value in row.items():
+            if key in ("step", "time") or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            final[key] = value
+            if key not in best or (value < best[key]["value"] if lower_is_better(key) else value > best[key]["value"]):
+                best[key] = {"value": value, "step": step}
+    return {"final": final, "best": best}
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into metrics.json together with the summary of the history so far."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = read_summary(run_dir) or {}
+    summary.update(fields)
+    summary.update(summarize_history(read_history(run_dir)))
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+class MetricsRecordLogger(Logger):
+    """A Lightning logger that appends every logged metric to ``<run_dir>/metrics.jsonl`` (rank 0 only)."""
+
+    def __init__(self, save_dir: str | Path) -> None:
+        super().__init__()
+        self._save_dir = Path(save_dir)
+
+    @property
+    def name(self) -> str:
+        return "metrics_record"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self._save_dir)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._save_dir.mkdir(parents=True, exist_ok=True)
+        row = {"step": step, "time": time.time(), **{k: float(v) for k, v in metrics.items()}}
+        with open(self._save_dir / HISTORY_FILE, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        write_summary(self._save_dir)

@@ -1,0 +1,142 @@
+"""``DiffusionModule``: a LightningModule that trains a network with a ``GaussianDiffusion`` and keeps an EMA
+copy of its weights for sampling and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ..diffusion import GaussianDiffusion, make_timestep_sampler
+from ..models import EMA
+
+SAMPLING_DEFAULTS = {"sampler": "ddim", "steps": 100, "eta": 0.0, "clip_denoised": True}
+
+
+class DiffusionModule(L.LightningModule):
+    """Args:
+    network: ``network(x_t, t)`` with ``in_channels``/``out_channels`` attributes (UNet, MLPDenoiser).
+    diffusion: the process, parameterisation, variance and loss.
+    optimizer: a partial optimiser, called with the network's parameters (Hydra ``_partial_: true``).
+    sample_shape: shape of one data point, e.g. (3, 32, 32) or (2,).
+    lr_warmup_steps: linear learning-rate warm-up (DDPM: 5000).
+    ema_decay, ema_warmup: weight EMA (DDPM: 0.9999).
+    timestep_sampler: "uniform" or "loss_aware" (IDDPM importance sampling; needs a loss with a vlb term).
+    sampling: default sampler settings for pictures and metrics (sampler, steps, eta, clip_denoised).
+    run_config: the run's full config as YAML, stored in checkpoints so that they can be rebuilt.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        diffusion: GaussianDiffusion,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        sample_shape: tuple[int, ...],
+        lr_warmup_steps: int = 0,
+        ema_decay: float = 0.9999,
+        ema_warmup: bool = True,
+        timestep_sampler: str = "uniform",
+        sampling: dict[str, Any] | None = None,
+        run_config: str | None = None,
+    ) -> None:
+        super().__init__()
+        diffusion.check_model_channels(network.out_channels, network.in_channels)
+        if timestep_sampler == "loss_aware" and diffusion.loss_type not in ("kl", "hybrid"):
+            raise ValueError(
+                "timestep_sampler=loss_aware weights timesteps by their vlb term, which loss="
+                f"{diffusion.loss_type} does not compute; use loss=hybrid or loss=kl, or timestep_sampler=uniform."
+            )
+        self.network = network
+        self.ema = EMA(network, ema_decay, ema_warmup)
+        self.diffusion = diffusion
+        self.optimizer_factory = optimizer
+        self.sample_shape = tuple(sample_shape)
+        self.lr_warmup_steps = lr_warmup_steps
+        self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
+        self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
+        self.run_config = run_config
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.network(x_t, t)
+
+    def _losses(self, network: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None):
+        return self.diffusion.training_losses(network, x0, t, noise)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        t, weights = self.timestep_sampler.sample(batch.shape[0], device=self.device)
+        terms = self._losses(self.network, batch, t)
+        loss = (terms["loss"] * weights).mean()
+        if "vlb" in terms and self.timestep_sampler.state_dict():
+            # Every rank updates its history with the whole global batch, so all ranks sample alike.
+            all_t, all_vlb = self.all_gather(t), self.all_gather(terms["vlb"].detach())
+            self.timestep_sampler.update(all_t.reshape(-1), all_vlb.reshape(-1))
+        self.log("train/loss", loss, prog_bar=True)
+        for name, value in terms.items():
+            if name != "loss":
+                self.log(f"train/{name}", value.mean())
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update(self.network)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        # Fixed timesteps and noise per batch index, so validation losses are comparable across evaluations.
+        generator = torch.Generator().manual_seed(batch_idx)
+        t = torch.randint(0, self.diffusion.num_timesteps, (batch.shape[0],), generator=generator).to(self.device)
+        noise = torch.randn(batch.shape, generator=generator).to(self.device, batch.dtype)
+        terms = self._losses(self.ema.module, batch, t, noise)
+        for name, value in terms.items():
+            self.log(f"val/{name}", value.mean(), sync_dist=True, prog_bar=name == "loss")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.network.parameters())
+        warmup = max(self.lr_warmup_steps, 0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+        progress: bool = False,
+        return_trajectory: bool = False,
+        **overrides: Any,
+    ):
+        """Samples (num_samples, *sample_shape) with the module's sampling settings (``overrides`` win)."""
+        settings = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+        network = self.ema.module if use_ema else self.network
+        was_training = network.training
+        network.eval()
+        try:
+            return self.diffusion.sample(
+                network,
+                (num_samples, *self.sample_shape),
+                sampler=settings["sampler"],
+                steps=settings["steps"],
+                eta=settings["eta"],
+                clip_denoised=settings["clip_denoised"] and len(self.sample_shape) == 3,
+                generator=generator,
+                progress=progress,
+                return_trajectory=return_trajectory,
+                device=self.device,
+            )
+        finally:
+            network.train(was_training)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ddpm_lab"] = {
+            "config": self.run_config,
+            "timestep_sampler": self.timestep_sampler.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("ddpm_lab", {}).get("timestep_sampler")
+        if state:
+            self.timestep_sampler.load_state_dict(state)

@@ -1,0 +1,116 @@
+"""Pictures people would rather look at: sample grids, denoising trajectories, 2-D scatters, schedule curves.
+
+Pure matplotlib/PIL (Agg backend); no Lightning. Images are tensors in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .diffusion import Trajectory  # noqa: E402
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 [0, 255], rounding to nearest (truncation would bias every pixel down by 0.5)."""
+    return ((images.detach().float().cpu() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> uint8 (rows*(H+p)+p, cols*(W+p)+p, 3) grid with white padding."""
+    pixels = to_uint8(images)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    n, _, h, w = pixels.shape
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.full((3, rows * (h + padding) + padding, cols * (w + padding) + padding), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[:, top : top + h, left : left + w] = pixels[i]
+    return grid.permute(1, 2, 0).numpy()
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> np.ndarray:
+    """Write a PNG grid of images (upscaled ``scale`` times with nearest neighbour for small images)."""
+    grid = image_grid(images, nrow)
+    picture = Image.fromarray(grid)
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+    return np.asarray(picture)
+
+
+def save_trajectory_strip(trajectory: Trajectory, path: str | Path, num_rows: int = 8) -> np.ndarray:
+    """Rows: samples; columns: x_t from pure noise (t = T) to the sample (t = 0), labelled with t."""
+    states = trajectory.states[:, :num_rows]  # (K, R, C, H, W)
+    k, r = states.shape[:2]
+    grid = image_grid(states.transpose(0, 1).reshape(k * r, *states.shape[2:]), nrow=k)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 * k), max(2.0, 1.0 * r) + 0.6), dpi=100)
+    ax.imshow(grid, interpolation="nearest")
+    cell = grid.shape[1] / k
+    ax.set_xticks([cell * (i + 0.5) for i in range(k)], [f"t={t}" for t in trajectory.noise_levels], fontsize=8)
+    ax.set_yticks([])
+    ax.set_title("denoising trajectory: x_T (noise) -> x_0 (sample)", fontsize=9)
+    return _save_figure(fig, path)
+
+
+def save_points_figure(
+    samples: torch.Tensor,
+    data: torch.Tensor,
+    path: str | Path,
+    trajectory: Trajectory | None = None,
+    title: str = "",
+    num_paths: int = 10,
+) -> np.ndarray:
+    """2-D samples over the data, with the reverse paths of ``num_paths`` points from noise to data."""
+    fig, axes = plt.subplots(1, 2 if trajectory is not None else 1, figsize=(10 if trajectory else 5, 5), dpi=100)
+    axes = np.atleast_1d(axes)
+    data, samples = data.cpu().numpy(), samples.detach().cpu().numpy()
+    axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.3, c="tab:blue", label="data")
+    axes[0].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, c="tab:orange", label="samples")
+    axes[0].legend(loc="upper right", markerscale=5)
+    axes[0].set_title(title or "samples over held-out data")
+    if trajectory is not None:
+        paths = trajectory.states[:, :num_paths].numpy()  # (K, P, 2)
+        axes[1].scatter(data[:, 0], data[:, 1], s=2, alpha=0.15, c="tab:blue")
+        for p in range(paths.shape[1]):
+            axes[1].plot(paths[:, p, 0], paths[:, p, 1], "-o", ms=2, lw=1)
+            axes[1].scatter(paths[-1, p, 0], paths[-1, p, 1], marker="*", s=60, c="k", zorder=3)
+        axes[1].set_title(f"reverse trajectories of {paths.shape[1]} points (x_T -> x_0, * = end)")
+    for ax in axes:
+        ax.set_aspect("equal")
+    return _save_figure(fig, path)
+
+
+def save_schedule_curves(alpha_bars: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:
+    """alpha-bar_t and log SNR_t = log(abar / (1 - abar)) against t/T for named schedules."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    for name, abar in alpha_bars.items():
+        x = np.linspace(0, 1, len(abar))
+        axes[0].plot(x, abar.numpy(), label=name)
+        axes[1].plot(x, torch.log(abar / (1 - abar)).numpy(), label=name)
+    axes[0].set(xlabel="t / T", ylabel="alpha-bar_t", title="signal kept")
+    axes[1].set(xlabel="t / T", ylabel="log SNR", title="log signal-to-noise ratio")
+    axes[0].legend()
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig: plt.Figure, path: str | Path) -> np.ndarray:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    fig.canvas.draw()
+    array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return array

@@ -1,0 +1,49 @@
+"""Shared fixtures: compose the Hydra config for tests, and write tiny data sets in their real formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from ddpm_lab.cli import CONFIG_DIR
+from tests.data_files import write_tiny_celeba, write_tiny_cifar10, write_tiny_mnist
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small enough to take a few CPU seconds, for any experiment's data.
+TINY_UNET = ["model.base_channels=32", "model.channel_mults=[1,2]", "model.num_res_blocks=1",
+             "model.attention_resolutions=[]", "model.dropout=0.0"]
+FAST_TRAINER = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
+                "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                "callbacks.model_checkpoint.every_n_train_steps=2", "callbacks.sample_images.every_n_steps=2",
+                "callbacks.sample_images.num_samples=4", "sampling.steps=3", "trainer.accelerator=cpu",
+                "trainer.precision=32-true"]
+
+
+def compose_config(config_name: str, tmp_path: Path, overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` as Hydra would, with outputs and data under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=[
+            f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", *(overrides or [])])
+    HydraConfig.instance().set_config(cfg)  # as inside a Hydra job: HydraConfig.get() answers
+    with open_dict(cfg):
+        del cfg["hydra"]  # a job's cfg has no hydra node
+    return cfg
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path: Path) -> Path:
+    """tmp_path/data with MNIST, CIFAR-10 and CelebA written small, in their real on-disk formats."""
+    data = tmp_path / "data"
+    write_tiny_mnist(data)
+    write_tiny_cifar10(data)
+    write_tiny_celeba(data)
+    return data

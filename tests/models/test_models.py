@@ -1,0 +1,102 @@
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ddpm_lab.cli import CONFIG_DIR
+from ddpm_lab.models import EMA, MLPDenoiser, UNet, sinusoidal_embedding
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_cifar10_preset_is_the_papers_35_7m_network():
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / "unet_cifar10.yaml")
+    net = instantiate(cfg, sample_shape=[3, 32, 32], learned_variance=False)
+    assert count(net) == pytest.approx(35.7e6, abs=0.1e6)
+
+
+@pytest.mark.parametrize(("preset", "shape"), [("unet_celeba64", [3, 64, 64]), ("unet_mnist", [1, 28, 28]),
+                                               ("unet_tiny", [1, 16, 16]), ("mlp", [2])])
+def test_every_preset_builds_and_runs(preset, shape):
+    net = instantiate(OmegaConf.load(CONFIG_DIR / "model" / f"{preset}.yaml"), sample_shape=shape,
+                      learned_variance=False)
+    x = torch.randn(2, *shape)
+    assert net(x, torch.tensor([0, 999])).shape == x.shape
+
+
+@pytest.mark.parametrize("net_cls,shape,kwargs", [
+    (UNet, (3, 16, 16), {"base_channels": 32, "channel_mults": (1, 2), "attention_resolutions": (8,)}),
+    (MLPDenoiser, (2,), {}),
+])
+def test_learned_variance_doubles_output_channels(net_cls, shape, kwargs):
+    fixed = net_cls(shape, **kwargs)
+    learned = net_cls(shape, learned_variance=True, **kwargs)
+    x = torch.randn(3, *shape)
+    assert learned(x, torch.tensor([1, 2, 3])).shape[1] == 2 * shape[0] == learned.out_channels
+    assert fixed(x, torch.tensor([1, 2, 3])).shape[1] == shape[0] == fixed.out_channels
+
+
+def test_unet_depends_on_timestep_and_starts_as_zero_map():
+    torch.manual_seed(0)
+    net = UNet((1, 8, 8), 32, (1, 2), 1, (4,), 0.0)
+    x = torch.randn(2, 1, 8, 8)
+    # The output conv is zero-initialised (as in DDPM), so an untrained net predicts 0 ...
+    assert net(x, torch.tensor([0, 1])).abs().max() == 0
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)
+    for block in net.modules():
+        if hasattr(block, "conv2"):
+            torch.nn.init.normal_(block.conv2.weight, std=0.1)
+    # ... and once trained its output changes with t for the same x.
+    assert not torch.allclose(net(x, torch.tensor([0, 0])), net(x, torch.tensor([500, 500])))
+
+
+@pytest.mark.parametrize(("shape", "kwargs", "message"), [
+    ((3, 30, 30), {"channel_mults": (1, 2, 2)}, "image size 30 is not divisible by 4"),
+    ((3, 32, 32), {"attention_resolutions": (12,)}, r"attention_resolutions \[12\] are not feature-map sizes.*\[32, 16, 8, 4\]"),
+    ((3, 32, 24), {}, "square images"),
+    ((3, 32, 32), {"base_channels": 48}, "not divisible by GroupNorm"),
+])
+def test_unet_shape_errors_name_the_option(shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        UNet(shape, **kwargs)
+
+
+def test_sinusoidal_embedding_values():
+    emb = sinusoidal_embedding(torch.tensor([0, 3]), 6)
+    assert torch.allclose(emb[0], torch.tensor([0, 0, 0, 1, 1, 1.0]))
+    freqs = torch.exp(-torch.log(torch.tensor(10_000.0)) * torch.arange(3) / 3)
+    assert torch.allclose(emb[1], torch.cat([torch.sin(3 * freqs), torch.cos(3 * freqs)]))
+
+
+def test_ema_update_follows_the_formula_with_warmup():
+    net = torch.nn.Linear(2, 1)
+    ema = EMA(net, decay=0.9, warmup=True)
+    start = ema.module.weight.clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)  # n = 0: decay = min(0.9, 1/10) = 0.1
+    assert torch.allclose(ema.module.weight, 0.1 * start + 0.9 * net.weight)
+    for _ in range(100):
+        ema.update(net)
+    assert ema.current_decay() == 0.9
+    assert torch.allclose(ema.module.weight, net.weight, atol=1e-4)
+    assert not ema.module.weight.requires_grad
+    plain = EMA(net, decay=0.5, warmup=False)
+    with torch.no_grad():
+        net.weight.add_(2.0)
+    before = plain.module.weight.clone()
+    plain.update(net)
+    assert torch.allclose(plain.module.weight, 0.5 * before + 0.5 * net.weight)
+
+
+def test_ema_is_in_the_owners_state_dict_and_always_eval():
+    owner = torch.nn.Module()
+    owner.net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    owner.ema = EMA(owner.net, 0.99)
+    assert any(k.startswith("ema.module.") for k in owner.state_dict())
+    owner.train()
+    assert not owner.ema.module.training
+    with pytest.raises(ValueError, match="EMA decay must be in"):
+        EMA(owner.net, decay=1.5)
