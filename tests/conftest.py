@@ -18,21 +18,39 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 # Small enough to take a few CPU seconds, for any experiment's data.
-TINY_UNET = ["model.base_channels=32", "model.channel_mults=[1,2]", "model.num_res_blocks=1",
-             "model.attention_resolutions=[]", "model.dropout=0.0"]
-FAST_TRAINER = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=1",
-                "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                "callbacks.model_checkpoint.every_n_train_steps=2", "callbacks.sample_images.every_n_steps=2",
-                "callbacks.sample_images.num_samples=4", "sampling.steps=3", "trainer.accelerator=cpu",
-                "trainer.precision=32-true"]
+TINY_UNET = [
+    "model.base_channels=32",
+    "model.channel_mults=[1,2]",
+    "model.num_res_blocks=1",
+    "model.attention_resolutions=[]",
+    "model.dropout=0.0",
+]
+FAST_TRAINER = [
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "callbacks.sample_images.every_n_steps=2",
+    "callbacks.sample_images.num_samples=4",
+    "sampling.steps=3",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "metrics=none",
+]
 
 
 def compose_config(config_name: str, tmp_path: Path, overrides: list[str] | None = None) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` as Hydra would, with outputs and data under tmp_path."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=[
-            f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", *(overrides or [])])
+        cfg = compose(
+            config_name=config_name,
+            return_hydra_config=True,
+            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", *(overrides or [])],
+        )
     HydraConfig.instance().set_config(cfg)  # as inside a Hydra job: HydraConfig.get() answers
     with open_dict(cfg):
         del cfg["hydra"]  # a job's cfg has no hydra node
@@ -47,3 +65,30 @@ def tiny_data_dir(tmp_path: Path) -> Path:
     write_tiny_cifar10(data)
     write_tiny_celeba(data)
     return data
+
+
+def fid_overrides(weights: Path, tmp_path: Path, num_samples: int = 7) -> list[str]:
+    """Turn FID and NLL on, small: 7 samples (an odd number, to test uneven DDP shards), 20 reference images."""
+    return [
+        "metrics=default",
+        f"metrics.inception_weights={weights}",
+        f"metrics.cache_dir={tmp_path / 'cache'}",
+        f"metrics.fid.num_samples={num_samples}",
+        "metrics.fid.batch_size=4",
+        "metrics.fid.steps=3",
+        "metrics.fid.every_n_steps=4",
+        "metrics.fid.reference_num_images=20",
+        "metrics.fid.save_samples=true",
+        "metrics.fid.progress=false",
+        "metrics.nll.num_images=4",
+        "metrics.nll.every_n_steps=4",
+        "metrics.nll.progress=false",
+        "diffusion.num_timesteps=20",
+    ]
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> Path:
+    from tests.inception_weights import write_random_inception_weights
+
+    return write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")

@@ -26,8 +26,10 @@ def write_tiny_mnist(root: Path, n_train: int = 40, n_test: int = 16, gz: bool =
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
         images = np.stack([np.full((28, 28), (6 * i) % 256, dtype=np.uint8) for i in range(n)])
-        for name, payload in ((f"{prefix}-images-idx3-ubyte", _idx_images(images)),
-                              (f"{prefix}-labels-idx1-ubyte", _idx_labels(np.arange(n) % 10))):
+        for name, payload in (
+            (f"{prefix}-images-idx3-ubyte", _idx_images(images)),
+            (f"{prefix}-labels-idx1-ubyte", _idx_labels(np.arange(n) % 10)),
+        ):
             if gz:
                 (raw / f"{name}.gz").write_bytes(gzip.compress(payload))
             else:
@@ -41,8 +43,12 @@ def write_tiny_cifar10(root: Path, per_batch: int = 8, n_test: int = 8) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
-        batch = {"batch_label": name, "labels": list(rng.integers(0, 10, n)),
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "filenames": [f"{i}.png" for i in range(n)]}
+        batch = {
+            "batch_label": name,
+            "labels": list(rng.integers(0, 10, n)),
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "filenames": [f"{i}.png" for i in range(n)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}, protocol=2))
     return folder

@@ -17,19 +17,25 @@ def test_cifar10_preset_is_the_papers_35_7m_network():
     assert count(net) == pytest.approx(35.7e6, abs=0.1e6)
 
 
-@pytest.mark.parametrize(("preset", "shape"), [("unet_celeba64", [3, 64, 64]), ("unet_mnist", [1, 28, 28]),
-                                               ("unet_tiny", [1, 16, 16]), ("mlp", [2])])
+@pytest.mark.parametrize(
+    ("preset", "shape"),
+    [("unet_celeba64", [3, 64, 64]), ("unet_mnist", [1, 28, 28]), ("unet_tiny", [1, 16, 16]), ("mlp", [2])],
+)
 def test_every_preset_builds_and_runs(preset, shape):
-    net = instantiate(OmegaConf.load(CONFIG_DIR / "model" / f"{preset}.yaml"), sample_shape=shape,
-                      learned_variance=False)
+    net = instantiate(
+        OmegaConf.load(CONFIG_DIR / "model" / f"{preset}.yaml"), sample_shape=shape, learned_variance=False
+    )
     x = torch.randn(2, *shape)
     assert net(x, torch.tensor([0, 999])).shape == x.shape
 
 
-@pytest.mark.parametrize("net_cls,shape,kwargs", [
-    (UNet, (3, 16, 16), {"base_channels": 32, "channel_mults": (1, 2), "attention_resolutions": (8,)}),
-    (MLPDenoiser, (2,), {}),
-])
+@pytest.mark.parametrize(
+    "net_cls,shape,kwargs",
+    [
+        (UNet, (3, 16, 16), {"base_channels": 32, "channel_mults": (1, 2), "attention_resolutions": (8,)}),
+        (MLPDenoiser, (2,), {}),
+    ],
+)
 def test_learned_variance_doubles_output_channels(net_cls, shape, kwargs):
     fixed = net_cls(shape, **kwargs)
     learned = net_cls(shape, learned_variance=True, **kwargs)
@@ -52,12 +58,19 @@ def test_unet_depends_on_timestep_and_starts_as_zero_map():
     assert not torch.allclose(net(x, torch.tensor([0, 0])), net(x, torch.tensor([500, 500])))
 
 
-@pytest.mark.parametrize(("shape", "kwargs", "message"), [
-    ((3, 30, 30), {"channel_mults": (1, 2, 2)}, "image size 30 is not divisible by 4"),
-    ((3, 32, 32), {"attention_resolutions": (12,)}, r"attention_resolutions \[12\] are not feature-map sizes.*\[32, 16, 8, 4\]"),
-    ((3, 32, 24), {}, "square images"),
-    ((3, 32, 32), {"base_channels": 48}, "not divisible by GroupNorm"),
-])
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "message"),
+    [
+        ((3, 30, 30), {"channel_mults": (1, 2, 2)}, "image size 30 is not divisible by 4"),
+        (
+            (3, 32, 32),
+            {"attention_resolutions": (12,)},
+            r"attention_resolutions \[12\] are not feature-map sizes.*\[32, 16, 8, 4\]",
+        ),
+        ((3, 32, 24), {}, "square images"),
+        ((3, 32, 32), {"base_channels": 48}, "not divisible by GroupNorm"),
+    ],
+)
 def test_unet_shape_errors_name_the_option(shape, kwargs, message):
     with pytest.raises(ValueError, match=message):
         UNet(shape, **kwargs)

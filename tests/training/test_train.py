@@ -19,8 +19,14 @@ TOY = {"toy_swissroll", "toy_moons", "toy_scurve"}
 
 def experiment_overrides(name: str) -> list[str]:
     if name in TOY:
-        return ["data.num_train=512", "data.num_val=64", "data.num_test=64", "model.hidden_dim=32",
-                "callbacks.sample_distance.num_samples=64", "data.batch_size=32"]
+        return [
+            "data.num_train=512",
+            "data.num_val=64",
+            "data.num_test=64",
+            "model.hidden_dim=32",
+            "callbacks.sample_distance.num_samples=64",
+            "data.batch_size=32",
+        ]
     return [*TINY_UNET, "data.batch_size=4", "data.num_workers=0"]
 
 
@@ -35,16 +41,30 @@ def test_experiment_list_is_complete():
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_trains_a_few_steps(experiment, tmp_path, tiny_data_dir):
-    cfg = compose_config("train", tmp_path, [f"experiment={experiment}", "logger=csv", "trainer=cpu",
-                                             f"paths.data_dir={tiny_data_dir}", *FAST_TRAINER,
-                                             *experiment_overrides(experiment)])
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            f"experiment={experiment}",
+            "logger=csv",
+            "trainer=cpu",
+            f"paths.data_dir={tiny_data_dir}",
+            *FAST_TRAINER,
+            *experiment_overrides(experiment),
+        ],
+    )
     summary = train(cfg)
     run = tmp_path / "run"
     assert summary["status"] == "completed" and summary["global_step"] == 4
     assert np.isfinite(summary["final"]["train/loss"])
     files = run_dir_files(run)
-    assert {"checkpoints/last.ckpt", "samples/last.png", "metrics.jsonl", "metrics.json",
-            "config_resolved.yaml"} <= files
+    assert {
+        "checkpoints/last.ckpt",
+        "samples/last.png",
+        "metrics.jsonl",
+        "metrics.json",
+        "config_resolved.yaml",
+    } <= files
     if experiment in TOY:
         assert "val/sample_distance" in summary["final"]
     else:
@@ -55,7 +75,12 @@ def test_cifar10_ddpm_experiment_is_the_papers_setup(tmp_path):
     cfg = compose_config("train", tmp_path, ["experiment=cifar10_ddpm"])
     d = cfg.diffusion
     assert (d.num_timesteps, d.schedule, d.mean_type, d.var_type, d.loss_type) == (
-        1000, "linear", "eps", "fixed_large", "mse")
+        1000,
+        "linear",
+        "eps",
+        "fixed_large",
+        "mse",
+    )
     assert cfg.data.batch_size == 128 and cfg.optimizer.lr == 2e-4 and cfg.module.ema_decay == 0.9999
     assert cfg.model.dropout == 0.1 and cfg.module.lr_warmup_steps == 5000 and cfg.trainer.gradient_clip_val == 1.0
     iddpm = compose_config("train", tmp_path, ["experiment=cifar10_iddpm"]).diffusion
@@ -63,8 +88,19 @@ def test_cifar10_ddpm_experiment_is_the_papers_setup(tmp_path):
 
 
 def test_group_choices_reach_the_diffusion(tmp_path):
-    cfg = compose_config("train", tmp_path, ["schedule=cosine", "variance=learned_range", "loss=hybrid",
-                                             "parameterization=v", "sampler=ddpm", "diffusion.num_timesteps=50"])
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            "experiment=null",
+            "schedule=cosine",
+            "variance=learned_range",
+            "loss=hybrid",
+            "parameterization=v",
+            "sampler=ddpm",
+            "diffusion.num_timesteps=50",
+        ],
+    )
     from ddpm_lab.cli.builders import build_module
 
     module = build_module(cfg, (1, 16, 16))
@@ -85,8 +121,14 @@ def trained_run(tmp_path):
 def test_quickstart_run_dir_contents(trained_run):
     run, summary = trained_run
     files = run_dir_files(run)
-    assert {"checkpoints/last.ckpt", "samples/last.png", "samples/trajectory_last.png", "samples/step_0000004.png",
-            "metrics.jsonl", "metrics.json"} <= files
+    assert {
+        "checkpoints/last.ckpt",
+        "samples/last.png",
+        "samples/trajectory_last.png",
+        "samples/step_0000004.png",
+        "metrics.jsonl",
+        "metrics.json",
+    } <= files
     offline_runs = list((run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
     summary_file = json.loads((run / "metrics.json").read_text())
@@ -99,7 +141,7 @@ def test_checkpoint_holds_ema_and_rebuilds(trained_run):
     checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == 4
     assert any(k.startswith("ema.module.") for k in checkpoint["state_dict"])
-    module, cfg = module_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    module, _ = module_from_checkpoint(run / "checkpoints" / "last.ckpt")
     ema_weight = checkpoint["state_dict"]["ema.module.conv_in.weight"]
     assert torch.equal(module.ema.module.conv_in.weight, ema_weight)
     assert not torch.equal(module.network.conv_in.weight, ema_weight), "EMA differs from the raw weights"
@@ -108,15 +150,25 @@ def test_checkpoint_holds_ema_and_rebuilds(trained_run):
 def test_sample_cli_writes_grid_and_npz(trained_run, tmp_path):
     run, _ = trained_run
     out = tmp_path / "sampled"
-    cfg = compose_config("sample", tmp_path, [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "num_samples=5",
-                                              "batch_size=2", "steps=4", "progress=false", "save_pngs=true"])
+    cfg = compose_config(
+        "sample",
+        tmp_path,
+        [
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            "num_samples=5",
+            "batch_size=2",
+            "sampling.steps=4",
+            "progress=false",
+            "save_pngs=true",
+        ],
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     record = sample(cfg)
     arr = np.load(out / "samples.npz")["arr_0"]
     assert arr.shape == (5, 16, 16, 1) and arr.dtype == np.uint8
     assert (out / "samples.png").exists() and len(list((out / "images").glob("*.png"))) == 5
-    assert record["steps"] == 4 and record["sampler"] == "ddim" and record["use_ema"] is True
+    assert record["steps"] == 4 and record["sampler"] == "ddpm" and record["use_ema"] is True
     again = tmp_path / "again"
     with open_dict(cfg):
         cfg.paths.output_dir = str(again)
@@ -126,13 +178,24 @@ def test_sample_cli_writes_grid_and_npz(trained_run, tmp_path):
 
 def test_resume_continues_from_the_saved_step(trained_run, tmp_path):
     run, _ = trained_run
-    cfg = compose_config("train", tmp_path / "resumed", ["logger=csv", *FAST_TRAINER, *TINY_UNET,
-                                                          "trainer.max_steps=8",
-                                                          f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    cfg = compose_config(
+        "train",
+        tmp_path / "resumed",
+        [
+            "logger=csv",
+            *FAST_TRAINER,
+            *TINY_UNET,
+            "trainer.max_steps=8",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        ],
+    )
     summary = train(cfg)
     assert summary["global_step"] == 8
-    steps = [row["step"] for row in map(json.loads, (tmp_path / "resumed" / "run" / "metrics.jsonl").open())
-             if "train/loss" in row]
+    steps = [
+        row["step"]
+        for row in map(json.loads, (tmp_path / "resumed" / "run" / "metrics.jsonl").open())
+        if "train/loss" in row
+    ]
     assert min(steps) >= 4, "training picked up at the saved step"
 
 

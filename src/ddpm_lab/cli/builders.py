@@ -46,7 +46,10 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    """The callbacks group plus the metrics group's FID and NLL callbacks (where not null)."""
+    metrics = cfg.get("metrics") or {}
+    nodes = [*(cfg.get("callbacks") or {}).values(), metrics.get("fid"), metrics.get("nll")]
+    return [instantiate(c) for c in nodes if c is not None and "_target_" in c]
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -63,7 +66,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def module_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[DiffusionModule, DictConfig]:
+def module_from_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[DiffusionModule, DictConfig]:
     """Rebuild the DiffusionModule a checkpoint was trained with (config stored inside it) and load its weights."""
     checkpoint = load_checkpoint(path, map_location)
     stored = checkpoint.get("ddpm_lab", {}).get("config")

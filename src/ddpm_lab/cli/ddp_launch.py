@@ -25,7 +25,11 @@ WORKER_CONFIG = ".ddp_worker_config.yaml"
 
 def launched_externally() -> bool:
     """True under torchrun/SLURM/our own launcher (the process already has a rank)."""
-    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    return (
+        "LOCAL_RANK" in os.environ
+        or "TORCHELASTIC_RUN_ID" in os.environ
+        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    )
 
 
 def processes_per_node(cfg: DictConfig) -> int:
@@ -64,8 +68,12 @@ class DDPWorkers:
             )
         self.num_processes = processes_per_node(cfg)
         self.saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
-        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-               "WORLD_SIZE": str(self.num_processes), "NODE_RANK": "0"}
+        env = {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(_free_port()),
+            "WORLD_SIZE": str(self.num_processes),
+            "NODE_RANK": "0",
+        }
         run_dir.mkdir(parents=True, exist_ok=True)
         config_path = run_dir / WORKER_CONFIG
         OmegaConf.save(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), config_path)

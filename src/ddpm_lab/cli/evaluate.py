@@ -1,5 +1,6 @@
-"""``ddpm-eval``: validation metrics of a checkpoint (loss terms with EMA weights; sample distance for 2-D
-data), written to ``eval_metrics.json`` in the run dir."""
+"""``ddpm-eval``: metrics of a checkpoint: validation loss terms, FID/KID/IS (50k samples by default) and
+NLL bits/dim on the test split for images, the sample distance for 2-D data; written to
+``eval_metrics.json`` (with the FID protocol) in the output dir."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning import SampleDistanceCallback
+from ..lightning import FIDCallback, MetricsRecordLogger, NLLCallback, SampleDistanceCallback
 from . import CONFIG_DIR
-from .builders import build_datamodule, module_from_checkpoint
+from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .common import resolve_device
+
+
+class _EvaluateAtEnd(L.Callback):
+    """Runs the FID/NLL callbacks' measurements once, after the validation pass."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        for callback in trainer.callbacks:
+            if isinstance(callback, FIDCallback | NLLCallback):
+                callback.evaluate(trainer, pl_module)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -24,13 +34,29 @@ def evaluate(cfg: DictConfig) -> dict:
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data or {})
     datamodule = build_datamodule(run_cfg)
     L.seed_everything(cfg.seed, verbose=False)
-    callbacks = [SampleDistanceCallback()] if getattr(datamodule, "kind", "image") == "points" else []
-    trainer = L.Trainer(accelerator=device.type, devices=1, logger=False, callbacks=callbacks,
-                        limit_val_batches=cfg.limit_batches if cfg.limit_batches is not None else 1.0)
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=True)[0]
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"ckpt_path": str(cfg.ckpt_path), "use_ema": cfg.use_ema, "metrics": metrics}
+    if getattr(datamodule, "kind", "image") == "points":
+        callbacks = [SampleDistanceCallback()]
+    else:
+        callbacks = [*build_callbacks(OmegaConf.create({"metrics": cfg.metrics})), _EvaluateAtEnd()]
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        logger=MetricsRecordLogger(out),
+        callbacks=callbacks,
+        limit_val_batches=cfg.limit_batches if cfg.limit_batches is not None else 1.0,
+        enable_model_summary=False,
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    fid = next((c for c in callbacks if isinstance(c, FIDCallback)), None)
+    record = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "use_ema": cfg.use_ema,
+        "metrics": metrics,
+        "fid_protocol": fid.last_protocol if fid else None,
+    }
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -29,12 +29,13 @@ def sample(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    overrides = {"sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta}
+    overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta")}
     batches = []
     for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
         n = min(cfg.batch_size, cfg.num_samples - start)
-        batches.append(module.generate(n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress,
-                                       **overrides).cpu())
+        batches.append(
+            module.generate(n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress, **overrides).cpu()
+        )
     samples = torch.cat(batches)
     if samples.ndim == 4:
         pixels = to_uint8(samples).permute(0, 2, 3, 1).numpy()
@@ -43,13 +44,20 @@ def sample(cfg: DictConfig) -> dict:
         if cfg.save_pngs:
             (out / "images").mkdir(exist_ok=True)
             for i, image in enumerate(pixels):
-                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out / "images" / f"{i:06d}.png")
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+                    out / "images" / f"{i:06d}.png"
+                )
     else:
         np.savez(out / "samples.npz", arr_0=samples.numpy())
         reference = build_datamodule(run_cfg).points("test")
         save_points_figure(samples, reference, out / "samples.png", title=f"{len(samples)} samples over test data")
-    record = {"ckpt_path": str(cfg.ckpt_path), "num_samples": len(samples), "use_ema": cfg.use_ema,
-              "seed": cfg.seed, **{**module.sampling, **{k: v for k, v in overrides.items() if v is not None}}}
+    record = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "num_samples": len(samples),
+        "use_ema": cfg.use_ema,
+        "seed": cfg.seed,
+        **{**module.sampling, **{k: v for k, v in overrides.items() if v is not None}},
+    }
     (out / "samples.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {len(samples)} samples to {out}/samples.npz and {out}/samples.png")
     return record

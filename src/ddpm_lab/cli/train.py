@@ -1,7 +1,7 @@
 """``ddpm-train``: train a diffusion model from the Hydra config in ``conf/`` (no overrides = the quickstart).
 
-    ddpm-train experiment=toy_swissroll
-    ddpm-train -m schedule=linear,cosine variance=fixed_small,learned_range loss=hybrid
+ddpm-train experiment=toy_swissroll
+ddpm-train -m schedule=linear,cosine variance=fixed_small,learned_range loss=hybrid
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,8 +23,18 @@ from .builders import build_callbacks, build_datamodule, build_loggers, build_mo
 from .ddp_launch import DDPWorkers, needs_launch
 from .validation import validate_config
 
-CHOICE_GROUPS = ("data", "model", "schedule", "variance", "loss", "parameterization", "sampler", "optimizer",
-                 "trainer", "experiment")
+CHOICE_GROUPS = (
+    "data",
+    "model",
+    "schedule",
+    "variance",
+    "loss",
+    "parameterization",
+    "sampler",
+    "optimizer",
+    "trainer",
+    "experiment",
+)
 
 
 def config_choices(cfg: DictConfig) -> dict[str, Any]:
@@ -32,8 +43,13 @@ def config_choices(cfg: DictConfig) -> dict[str, Any]:
         choices = HydraConfig.get().runtime.choices
         return {group: choices.get(group) for group in CHOICE_GROUPS if group in choices}
     d = cfg.diffusion
-    return {"schedule": d.get("schedule"), "variance": d.get("var_type"), "loss": d.get("loss_type"),
-            "parameterization": d.get("mean_type"), "sampler": cfg.sampling.get("sampler")}
+    return {
+        "schedule": d.get("schedule"),
+        "variance": d.get("var_type"),
+        "loss": d.get("loss_type"),
+        "parameterization": d.get("mean_type"),
+        "sampler": cfg.sampling.get("sampler"),
+    }
 
 
 def is_rank_zero() -> bool:
@@ -51,8 +67,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config_resolved.yaml").write_text(resolved)
-        write_summary(run_dir, status="running", choices=config_choices(cfg), tags=list(cfg.get("tags") or []),
-                      output_dir=str(run_dir), error=None)
+        write_summary(
+            run_dir,
+            status="running",
+            choices=config_choices(cfg),
+            tags=list(cfg.get("tags") or []),
+            output_dir=str(run_dir),
+            error=None,
+        )
     try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
@@ -65,17 +87,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as err:
         if rank_zero:
             status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-            write_summary(run_dir, status=status, error=f"{type(err).__name__}: {err}",
-                          wall_time_s=time.time() - started)
+            write_summary(
+                run_dir, status=status, error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started
+            )
         raise
     finally:
         if workers is not None:
             workers.join(success)
         _finish_wandb()
+        # The next job of a multirun must form its own process group with its own workers.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     if not rank_zero:
         return {}
-    return write_summary(run_dir, status="completed", global_step=trainer.global_step,
-                         wall_time_s=time.time() - started)
+    return write_summary(
+        run_dir,
+        status="completed",
+        global_step=trainer.global_step,
+        world_size=trainer.world_size,
+        wall_time_s=time.time() - started,
+    )
 
 
 def _finish_wandb() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
+from ..metrics import resolve_inception_weights
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,10 @@ def validate_config(cfg: DictConfig) -> None:
             "Use loss=hybrid (L_simple + lambda L_vlb, IDDPM) or loss=kl, or a fixed variance "
             "(variance=fixed_small or fixed_large)."
         )
+    fid = (cfg.get("metrics") or {}).get("fid")
+    if fid is not None and fid.get("on_missing_weights", "error") == "error":
+        # Missing Inception weights must stop the run now, not when the first FID is due hours later.
+        resolve_inception_weights(fid.get("inception_weights"))
     steps = cfg.sampling.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")

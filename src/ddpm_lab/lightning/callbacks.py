@@ -30,8 +30,15 @@ class SampleImagesCallback(L.Callback):
     too), logging both to every image logger. For 2-D data: a scatter over held-out data with reverse paths.
     """
 
-    def __init__(self, output_dir: str | Path, every_n_steps: int = 1000, num_samples: int = 64,
-                 trajectory_rows: int = 8, seed: int = 0, scale: int = 1) -> None:
+    def __init__(
+        self,
+        output_dir: str | Path,
+        every_n_steps: int = 1000,
+        num_samples: int = 64,
+        trajectory_rows: int = 8,
+        seed: int = 0,
+        scale: int = 1,
+    ) -> None:
         super().__init__()
         if every_n_steps < 1 or num_samples < 1:
             raise ValueError("callbacks.sample_images: every_n_steps and num_samples must be >= 1.")
@@ -61,13 +68,15 @@ class SampleImagesCallback(L.Callback):
         if len(pl_module.sample_shape) == 3:
             grid = save_image_grid(samples, self.output_dir / f"step_{step:07d}.png", scale=self.scale)
             save_image_grid(samples, self.output_dir / "last.png", scale=self.scale)
-            strip = save_trajectory_strip(trajectory, self.output_dir / f"trajectory_step_{step:07d}.png",
-                                          self.trajectory_rows)
+            strip = save_trajectory_strip(
+                trajectory, self.output_dir / f"trajectory_step_{step:07d}.png", self.trajectory_rows
+            )
             save_trajectory_strip(trajectory, self.output_dir / "trajectory_last.png", self.trajectory_rows)
         else:
             data = trainer.datamodule.points("val")
-            grid = save_points_figure(samples, data, self.output_dir / f"step_{step:07d}.png", trajectory,
-                                      title=f"step {step}")
+            grid = save_points_figure(
+                samples, data, self.output_dir / f"step_{step:07d}.png", trajectory, title=f"step {step}"
+            )
             save_points_figure(samples, data, self.output_dir / "last.png", trajectory, title=f"step {step}")
             strip = None
         log_picture(trainer, "samples", grid)

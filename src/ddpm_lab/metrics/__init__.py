@@ -1,5 +1,28 @@
-"""Sample-quality metrics: sliced Wasserstein distance for 2-D data; FID/KID/IS for images."""
+"""Sample-quality metrics: FID/KID/IS with the standard InceptionV3, cached reference statistics, and
+distances for 2-D data. No Lightning import."""
 
+from .fid import GaussianStats, frechet_distance, image_metrics, inception_score, kernel_inception_distance
+from .inception import (
+    InceptionFeatures,
+    InceptionWeightsError,
+    default_weights_path,
+    resolve_inception_weights,
+)
+from .reference import ReferenceStats, load_or_compute_reference
 from .sample_distance import mmd_distance, sliced_wasserstein_distance
 
-__all__ = ["mmd_distance", "sliced_wasserstein_distance"]
+__all__ = [
+    "GaussianStats",
+    "InceptionFeatures",
+    "InceptionWeightsError",
+    "ReferenceStats",
+    "default_weights_path",
+    "frechet_distance",
+    "image_metrics",
+    "inception_score",
+    "kernel_inception_distance",
+    "load_or_compute_reference",
+    "mmd_distance",
+    "resolve_inception_weights",
+    "sliced_wasserstein_distance",
+]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def sliced_wasserstein_distance(
-    a: torch.Tensor, b: torch.Tensor, num_projections: int = 512, seed: int = 0
-) -> float:
+def sliced_wasserstein_distance(a: torch.Tensor, b: torch.Tensor, num_projections: int = 512, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance between samples a (N, D) and b (M, D).
 
     Both sets are projected on ``num_projections`` random unit directions (fixed by ``seed`` so the value is
@@ -27,9 +25,7 @@ def sliced_wasserstein_distance(
     return float(((pa - pb) ** 2).mean().sqrt())
 
 
-def mmd_distance(
-    a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
-) -> float:
+def mmd_distance(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> float:
     """Maximum mean discrepancy between samples a (N, D) and b (M, D) with a sum of Gaussian kernels.
 
     Uses the unbiased estimate of MMD^2 (Gretton et al. 2012, eq. 3: diagonal terms left out), whose
@@ -38,7 +34,9 @@ def mmd_distance(
     standardised data (unit variance per axis).
     """
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"expected (N, D) and (M, D) point sets with N, M >= 2, got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"expected (N, D) and (M, D) point sets with N, M >= 2, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
 
     def kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""``ddpm-fid``: FID (+ KID, IS) between two image folders, or a folder and a data set's cached reference.
+
+    ddpm-fid samples/ real_images/
+    ddpm-fid samples/ --ref cifar10:train --data-dir data --inception-weights weights-inception-2015-12-05-6726825d.pth
+
+Folders are searched recursively for .png/.jpg/.jpeg/.bmp/.webp; images are read as RGB uint8 at their own
+size (the Inception resize to 299 is part of the protocol) and an .npz with ``arr_0`` (N, H, W, C) uint8 is
+accepted too. Prints the numbers and the protocol as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..metrics import (
+    GaussianStats,
+    InceptionFeatures,
+    InceptionWeightsError,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    load_or_compute_reference,
+    resolve_inception_weights,
+)
+from .common import resolve_device
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+class FolderImages(Dataset):
+    """uint8 (3, H, W) RGB images of a folder (recursive, sorted) or of an .npz's ``arr_0``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.array = None
+        if path.is_file() and path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                self.array = data["arr_0"]
+            self.files = []
+        elif path.is_dir():
+            self.files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS)
+        else:
+            raise FileNotFoundError(f"{path} is neither an image folder nor an .npz file.")
+        if len(self) < 2:
+            raise ValueError(f"{path} holds {len(self)} images; FID needs at least 2.")
+
+    def __len__(self) -> int:
+        return len(self.array) if self.array is not None else len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self.array is not None:
+            image = np.asarray(self.array[index])
+            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+        else:
+            with Image.open(self.files[index]) as img:
+                image = np.asarray(img.convert("RGB"))
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
+
+
+def features_of(images: Dataset, extractor: InceptionFeatures, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pools, logits = [], []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+        pool, logit = extractor(batch)
+        pools.append(pool)
+        logits.append(logit)
+    return torch.cat(pools), torch.cat(logits)
+
+
+def reference_from_dataset(spec: str, data_dir: Path, extractor: InceptionFeatures, cache_dir: Path):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from . import CONFIG_DIR
+
+    name, _, split = spec.partition(":")
+    config = CONFIG_DIR / "data" / f"{name}.yaml"
+    if not config.exists() or name in ("toy2d", "image_folder"):
+        choices = sorted(
+            p.stem for p in (CONFIG_DIR / "data").glob("*.yaml") if p.stem not in ("toy2d", "image_folder")
+        )
+        raise ValueError(f"--ref {spec!r}: unknown data set {name!r}; use one of {', '.join(choices)} as NAME:SPLIT.")
+    cfg = OmegaConf.load(config)
+    cfg.data_dir = str(data_dir) if "data_dir" in cfg else None
+    if cfg.data_dir is None:
+        del cfg["data_dir"]
+    cfg.download = False
+    datamodule = instantiate(cfg)
+    return load_or_compute_reference(
+        datamodule.images(split or datamodule.reference_split),
+        datamodule.name,
+        split or datamodule.reference_split,
+        extractor,
+        cache_dir,
+        progress=True,
+    )
+
+
+def compute(args: argparse.Namespace) -> dict:
+    weights = resolve_inception_weights(args.inception_weights)
+    extractor = InceptionFeatures(weights, resolve_device(args.device), batch_size=args.batch_size)
+    first = FolderImages(Path(args.path1))
+    pool1, logits1 = features_of(first, extractor, args.batch_size)
+    if args.ref:
+        reference = reference_from_dataset(args.ref, Path(args.data_dir), extractor, Path(args.cache_dir))
+        stats2, features2, second_name, count2 = (
+            reference.stats,
+            reference.kid_features,
+            args.ref,
+            reference.stats.count,
+        )
+    else:
+        if not args.path2:
+            raise ValueError("give a second folder, or --ref NAME:SPLIT for a data set's reference statistics.")
+        pool2, _ = features_of(FolderImages(Path(args.path2)), extractor, args.batch_size)
+        stats2, features2, second_name, count2 = (
+            GaussianStats.from_features(pool2),
+            pool2.numpy(),
+            args.path2,
+            len(pool2),
+        )
+    result = {"fid": frechet_distance(GaussianStats.from_features(pool1), stats2)}
+    if not args.no_kid:
+        result["kid_mean"], result["kid_std"], kid_size = kernel_inception_distance(
+            pool1, features2, subset_size=args.kid_subset_size
+        )
+    result["is"], result["is_std"] = inception_score(logits1)
+    result["protocol"] = {
+        "input1": args.path1,
+        "input1_num_images": len(first),
+        "input2": second_name,
+        "input2_num_images": count2,
+        **({"kid_subset_size": kid_size} if not args.no_kid else {}),
+        **extractor.protocol(),
+    }
+    return result
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddpm-fid", description=__doc__.split("\n\n")[0])
+    p.add_argument("path1", help="folder of images (or .npz with arr_0)")
+    p.add_argument("path2", nargs="?", help="second folder of images (or .npz)")
+    p.add_argument("--ref", help="data set reference NAME:SPLIT instead of path2, e.g. cifar10:train")
+    p.add_argument("--data-dir", default="data", help="where --ref's data set lives (default: data)")
+    p.add_argument("--cache-dir", default=".cache/ddpm_lab", help="reference statistics cache")
+    p.add_argument("--inception-weights", help="InceptionV3 weights file (offline use)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--no-kid", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the result to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = compute(args)
+    except (InceptionWeightsError, FileNotFoundError, ValueError) as err:
+        print(f"ddpm-fid: {err}", file=sys.stderr)
+        return 2
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

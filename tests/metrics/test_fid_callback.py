@@ -1,0 +1,130 @@
+"""FID and NLL during training, single process and DDP (2 CPU processes, gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddpm_lab.cli.train import train
+from ddpm_lab.data import DigitsDataModule
+from ddpm_lab.metrics import GaussianStats, InceptionFeatures, InceptionWeightsError, frechet_distance
+from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, fid_overrides
+
+pytestmark = pytest.mark.slow
+
+
+def saved_samples(run: Path) -> np.ndarray:
+    files = sorted((run / "fid").glob("fid_samples_step_*.npz"))
+    return np.load(files[-1])["images"]
+
+
+def write_pngs(images: np.ndarray, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image[0]).save(folder / f"{i:03d}.png")  # grey (1, H, W) -> L-mode PNG
+    return folder
+
+
+def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, inception_weights):
+    from torch_fidelity import calculate_metrics
+
+    cfg = compose_config(
+        "train", tmp_path, [*FAST_TRAINER, *TINY_UNET, "logger=csv", *fid_overrides(inception_weights, tmp_path)]
+    )
+    summary = train(cfg)
+    assert {"val/fid", "val/kid_mean", "val/is", "val/nll_bpd"} <= set(summary["final"])
+    protocol = summary["fid_protocol"]
+    assert protocol["num_samples"] == 7 and protocol["reference"] == "digits:train"
+    assert protocol["reference_num_images"] == 20 and protocol["weights"] == "ema" and protocol["sampler_steps"] == 3
+    assert summary["val/fid_best"] == summary["best"]["val/fid"]["value"]
+    assert summary["nll_protocol"]["num_images"] == 4 and summary["final"]["val/nll_bpd"] > 0
+
+    samples = write_pngs(saved_samples(tmp_path / "run"), tmp_path / "samples")
+    reference = DigitsDataModule().images("train")
+    real = write_pngs(np.stack([reference[i].numpy() for i in range(20)]), tmp_path / "real")
+    theirs = calculate_metrics(
+        input1=str(samples),
+        input2=str(real),
+        cuda=False,
+        fid=True,
+        verbose=False,
+        feature_extractor_weights_path=str(inception_weights),
+        cache=False,
+    )
+    assert summary["final"]["val/fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+
+
+def test_missing_weights_stop_at_start_up_and_skip_works(tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr("torch.hub.download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    overrides = [
+        *FAST_TRAINER,
+        *TINY_UNET,
+        "logger=csv",
+        "metrics=default",
+        "metrics.nll=null",
+        "metrics.fid.on_missing_weights=error",
+    ]
+    with pytest.raises(InceptionWeightsError, match=r"metrics\.inception_weights=PATH"):
+        train(compose_config("train", tmp_path, overrides))
+    assert not (tmp_path / "run" / "checkpoints").exists(), "no training happened before the error"
+    summary = train(
+        compose_config("train", tmp_path / "skip", [*overrides[:-1], "metrics.fid.on_missing_weights=skip"])
+    )
+    assert summary["status"] == "completed" and "val/fid" not in summary["final"]
+
+
+def test_ddp_multirun_gives_single_process_fid(tmp_path, inception_weights):
+    """`ddpm-train -m` over two jobs, each DDP on 2 CPU processes: each job has one run dir and one W&B run,
+    generates exactly num_samples distinct images, and its FID equals the single-process FID of those images."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "trainer=ddp_cpu",
+        "schedule=linear,cosine",
+        f"hydra.sweep.dir={sweep}",
+        "logger=wandb",
+        f"paths.root_dir={tmp_path}",
+        *FAST_TRAINER,
+        *TINY_UNET,
+        *fid_overrides(inception_weights, tmp_path),
+    ]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"], "children must not start sweeps or run dirs of their own"
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "outputs").exists()
+    extractor = InceptionFeatures(inception_weights)
+    reference = DigitsDataModule().images("train")
+    ref_pool, _ = extractor(np_to_tensor(np.stack([reference[i].numpy() for i in range(20)])))
+    for job in jobs:
+        summary = json.loads((job / "metrics.json").read_text())
+        assert summary["status"] == "completed" and summary["world_size"] == 2 and summary["global_step"] == 4
+        assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+        images = saved_samples(job)
+        assert len(images) == 7 and len({im.tobytes() for im in images}) == 7, "7 distinct samples, no padding copies"
+        pool, _ = extractor(np_to_tensor(images))
+        single = frechet_distance(GaussianStats.from_features(pool), GaussianStats.from_features(ref_pool))
+        assert summary["final"]["val/fid"] == pytest.approx(single, rel=1e-4)
+        assert summary["fid_protocol"]["world_size"] == 2
+    choices = [json.loads((job / "metrics.json").read_text())["choices"]["schedule"] for job in jobs]
+    assert choices == ["linear", "cosine"]
+
+
+def np_to_tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(images)
