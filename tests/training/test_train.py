@@ -92,7 +92,7 @@ def test_group_choices_reach_the_diffusion(tmp_path):
         "train",
         tmp_path,
         [
-            "experiment=null",
+            "~experiment",
             "schedule=cosine",
             "variance=learned_range",
             "loss=hybrid",
