@@ -17,8 +17,10 @@ install: $(STAMP)
 train: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/ddpm-train $(ARGS)
 
+# Tests run on 2 workers; the notebooks run after them, one at a time and small (each trains models).
 test: $(STAMP)
-	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
+	WANDB_MODE=offline WANDB_SILENT=true DDPM_LAB_NOTEBOOK_FAST=1 $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 $(PYTEST_ARGS) notebooks
 
 lint: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pre-commit run --all-files

@@ -19,8 +19,22 @@ def test_readme_python_example_runs():
 
 def test_readme_lists_every_config_choice():
     rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", README, re.M))
-    for group in ["data", "model", "schedule", "variance", "loss", "parameterization", "sampler", "optimizer",
-                  "trainer", "logger", "callbacks", "metrics", "experiment", "debug"]:
+    for group in [
+        "data",
+        "model",
+        "schedule",
+        "variance",
+        "loss",
+        "parameterization",
+        "sampler",
+        "optimizer",
+        "trainer",
+        "logger",
+        "callbacks",
+        "metrics",
+        "experiment",
+        "debug",
+    ]:
         assert group in rows, f"README's group table lacks {group}"
         choices = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
         listed = set(re.findall(r"`(\w+)`", rows[group]))
@@ -33,3 +47,12 @@ def test_readme_names_every_console_script():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     for name in scripts:
         assert name in README, f"README does not document {name}"
+
+
+def test_notebooks_are_stored_without_outputs():
+    from ddpm_lab.tools.strip_notebooks import strip_notebook
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        before = path.read_text()
+        assert not strip_notebook(path), f"{path.name} has outputs in git; run pre-commit"
+        assert path.read_text() == before

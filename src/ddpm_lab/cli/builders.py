@@ -52,9 +52,20 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     return [instantiate(c) for c in nodes if c is not None and "_target_" in c]
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    """The configured loggers plus the metrics record, which every run writes."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+def build_loggers(cfg: DictConfig, run_dir: Path, wandb_fields: dict[str, Any] | None = None) -> list:
+    """The configured loggers plus the metrics record, which every run writes. ``wandb_fields`` (name, group,
+    tags) are applied to a W&B logger on top of its config."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        extra = {}
+        if wandb_fields and node["_target_"].endswith("WandbLogger"):
+            extra = {
+                **wandb_fields,
+                "tags": list(dict.fromkeys([*(node.get("tags") or []), *wandb_fields.get("tags", [])])),
+            }
+        loggers.append(instantiate(node, **extra))
     return [*loggers, MetricsRecordLogger(run_dir)]
 
 

@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning import FIDCallback, MetricsRecordLogger, NLLCallback, SampleDistanceCallback
+from ..lightning import FIDCallback, MetricsRecordLogger, NLLCallback, SampleDistanceCallback, write_summary
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .common import resolve_device

@@ -15,6 +15,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..lightning import write_summary
@@ -56,17 +57,24 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
+def wandb_fields(cfg: DictConfig) -> dict[str, Any]:
+    """W&B run name/group/tags: in a multirun every job is its own run, grouped by sweep and tagged with its
+    choices, so the W&B runs table is the online leaderboard."""
+    choices = config_choices(cfg)
+    tags = [*(cfg.get("tags") or []), *(f"{k}={v}" for k, v in choices.items() if v is not None)]
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = Path(HydraConfig.get().sweep.dir).name
+        return {"group": f"sweep-{sweep}", "name": f"{sweep}-{HydraConfig.get().job.num}", "tags": tags}
+    return {"tags": tags}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
-    validate_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    workers = DDPWorkers(cfg, run_dir) if needs_launch(cfg) else None
     rank_zero = is_rank_zero()
-    resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     started, success = time.time(), False
     if rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config_resolved.yaml").write_text(resolved)
         write_summary(
             run_dir,
             status="running",
@@ -76,11 +84,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             error=None,
         )
     try:
+        validate_config(cfg)
+    except Exception as err:
+        if rank_zero:  # a run that never started is still on record, with the reason
+            write_summary(run_dir, status="failed", error=f"{type(err).__name__}: {err}", wall_time_s=0.0)
+        raise
+    workers = DDPWorkers(cfg, run_dir) if needs_launch(cfg) else None
+    resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    if rank_zero:
+        (run_dir / "config_resolved.yaml").write_text(resolved)
+    try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
         trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer, logger=build_loggers(cfg, run_dir), callbacks=build_callbacks(cfg)
+            cfg.trainer, logger=build_loggers(cfg, run_dir, wandb_fields(cfg)), callbacks=build_callbacks(cfg)
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         success = True

@@ -1,0 +1,67 @@
+"""``ddpm-leaderboard PATH...``: rank the runs found under run/multirun dirs by a metric.
+
+    ddpm-leaderboard logs/train/multiruns/2026-11-23_10-00-00
+    ddpm-leaderboard logs/ --metric val/sample_distance --which final --top 10
+
+Prints a table per protocol group (rich), lists runs that crashed or lack the metric apart, and writes
+leaderboard.md, leaderboard.csv and leaderboard.png (metric against step per run) into --out (default: the
+first PATH). Works offline from the runs' metrics.json / metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from ..leaderboard import build_leaderboard, find_runs, table_rows, write_outputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ddpm-leaderboard", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", help="run dirs or dirs containing them (searched recursively)")
+    p.add_argument("--metric", default="val/fid", help="metric to rank by (default val/fid)")
+    p.add_argument("--which", choices=["best", "final"], default="best", help="best value over training or final")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lower first")
+    order.add_argument("--descending", dest="ascending", action="store_false", help="higher first")
+    p.add_argument("--top", type=int, help="show only the N best runs of each group")
+    p.add_argument("--out", help="where to write leaderboard.md/.csv/.png (default: the first PATH)")
+    args = p.parse_args(argv)
+    try:
+        runs = find_runs(args.paths)
+    except FileNotFoundError as err:
+        print(f"ddpm-leaderboard: {err}", file=sys.stderr)
+        return 2
+    board = build_leaderboard(runs, args.metric, args.which, args.ascending, args.top)
+    console = Console(width=200)
+    header, rows = table_rows(board)
+    for g, (protocol, _) in enumerate(board.groups, start=1):
+        described = ", ".join(f"{k}={v}" for k, v in protocol.items() if v is not None)
+        table = Table(title=f"{args.which} {args.metric}, group {g}" + (f" [{described}]" if described else ""))
+        for name in header[1:]:
+            table.add_column(name)
+        for row in rows:
+            if row[0] == str(g):
+                table.add_row(*row[1:])
+        console.print(table)
+    if len(board.groups) > 1:
+        console.print("[yellow]Groups were measured under different protocols and are not ranked together.[/]")
+    if not board.groups:
+        console.print(f"No completed run has {args.metric}.")
+    if board.unranked:
+        table = Table(title="Not ranked")
+        table.add_column("run_dir")
+        table.add_column("reason")
+        for run, reason in board.unranked:
+            table.add_row(str(run.path), reason)
+        console.print(table)
+    outputs = write_outputs(board, args.out or args.paths[0])
+    console.print(f"wrote {outputs['md']}, {outputs['csv']} and {outputs['png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

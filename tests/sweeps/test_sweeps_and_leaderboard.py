@@ -1,0 +1,196 @@
+"""Multirun sweeps through the real CLI, and the leaderboard over their run dirs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from ddpm_lab.cli import CONFIG_DIR
+from ddpm_lab.cli.leaderboard import main as leaderboard_main
+from ddpm_lab.leaderboard import Run, build_leaderboard
+
+TOY_FAST = [
+    "experiment=toy_moons",
+    "logger=csv",
+    "trainer.max_steps=30",
+    "trainer.val_check_interval=15",
+    "trainer.limit_val_batches=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.num_train=512",
+    "data.num_val=200",
+    "data.num_test=200",
+    "model.hidden_dim=32",
+    "diffusion.num_timesteps=20",
+    "callbacks.sample_distance.num_samples=200",
+    "callbacks.sample_images.num_samples=50",
+    "callbacks.sample_images.every_n_steps=30",
+]
+
+
+def run_cli(args, cwd, check=True):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_four_job_sweep_is_ranked_with_its_two_choices(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    run_cli(
+        [
+            "-m",
+            "schedule=linear,cosine",
+            "variance=fixed_small,fixed_large",
+            f"hydra.sweep.dir={sweep}",
+            f"paths.root_dir={tmp_path}",
+            *TOY_FAST,
+        ],
+        cwd=tmp_path,
+    )
+    crashed = tmp_path / "crashed"
+    failed = run_cli(
+        [f"hydra.run.dir={crashed}", f"paths.root_dir={tmp_path}", *TOY_FAST, "variance=learned_range", "loss=mse"],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert failed.returncode != 0 and "gives it no gradient" in failed.stderr
+
+    assert (
+        leaderboard_main(
+            [
+                str(sweep),
+                str(crashed),
+                "--metric",
+                "val/sample_distance",
+                "--which",
+                "final",
+                "--out",
+                str(tmp_path / "board"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    with open(tmp_path / "board" / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    assert {(r["schedule"], r["variance"]) for r in rows} == {
+        (s, v) for s in ("linear", "cosine") for v in ("fixed_small", "fixed_large")
+    }
+    assert [
+        k
+        for k in rows[0]
+        if k
+        not in (
+            "group",
+            "rank",
+            "final val/sample_distance",
+            "step",
+            "val/loss",
+            "global_step",
+            "wall_time_s",
+            "run_dir",
+        )
+    ] == ["schedule", "variance"]
+    values = [float(r["final val/sample_distance"]) for r in rows]
+    assert values == sorted(values), "ranked best (lowest) first"
+    markdown = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "## Not ranked" in markdown and "crashed" in markdown and "failed: ConfigError" in markdown
+    assert "Not ranked" in printed and (tmp_path / "board" / "leaderboard.png").stat().st_size > 1000
+    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        summary = json.loads((job / "metrics.json").read_text())
+        assert summary["status"] == "completed" and summary["global_step"] == 30
+
+
+def test_runs_under_different_fid_protocols_are_not_ranked_together(tmp_path):
+    def run(name, fid, num_samples):
+        return Run(
+            tmp_path / name,
+            {
+                "status": "completed",
+                "choices": {"schedule": name},
+                "best": {"val/fid": {"value": fid, "step": 10}},
+                "fid_protocol": {"num_samples": num_samples, "reference": "cifar10:train"},
+            },
+        )
+
+    board = build_leaderboard(
+        [
+            run("a", 5.0, 10000),
+            run("b", 3.0, 50000),
+            run("c", 4.0, 10000),
+            Run(tmp_path / "d", {"status": "completed", "choices": {}, "best": {}}),
+        ]
+    )
+    assert [[r.path.name for r in members] for _, members in board.groups] == [["c", "a"], ["b"]]
+    assert [r.path.name for r, _ in board.unranked] == ["d"]
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONFIG_DIR / "ablation").glob("*.yaml")))
+def test_ablation_presets_compose(preset):
+    GlobalHydra.instance().clear()
+    config = "eval" if preset == "sampler_steps" else "train"
+    overrides = [f"+ablation={preset}"] + (["ckpt_path=x.ckpt"] if config == "eval" else [])
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name=config, overrides=overrides, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params and all("," in str(v) for v in params.values())
+
+
+@pytest.mark.parametrize(
+    ("preset", "target"),
+    [
+        ("launcher=local_parallel", "JoblibLauncher"),
+        ("launcher=slurm", "SlurmLauncher"),
+        ("search=optuna", "OptunaSweeper"),
+    ],
+)
+def test_launcher_and_search_presets_compose(preset, target):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=[f"+{preset}"], return_hydra_config=True)
+    node = cfg.hydra.sweeper if preset.startswith("search") else cfg.hydra.launcher
+    assert node._target_.endswith(target)
+    if preset == "launcher=slurm":
+        assert cfg.trainer.strategy == "ddp"
+
+
+def test_leaderboard_rejects_missing_paths(tmp_path, capsys):
+    assert leaderboard_main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_iddpm_grid_expands_to_eight_valid_jobs():
+    from ddpm_lab.cli.validation import validate_config
+
+    grid = [
+        (s, c)
+        for s in ("linear", "cosine")
+        for c in ("fixed_small_mse", "fixed_large_mse", "fixed_small_hybrid", "learned_range_hybrid")
+    ]
+    for schedule, cell in grid:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            cfg = compose(
+                config_name="train", overrides=[f"schedule={schedule}", f"+variance_loss={cell}", "metrics=none"]
+            )
+        variance, loss = cell.rsplit("_", 1)
+        assert (cfg.diffusion.var_type, cfg.diffusion.loss_type) == (variance, loss)
+        validate_config(cfg)
+    assert len(grid) == 8 and Path(CONFIG_DIR / "ablation" / "iddpm.yaml").exists()
