@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .lightning.metrics_record import HISTORY_FILE, SUMMARY_FILE, lower_is_better, read_history
+from .lightning.metrics_record import SUMMARY_FILE, lower_is_better, read_history
 
 PROTOCOL_FIELDS = (
     "num_samples",
@@ -175,7 +175,7 @@ def write_outputs(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
         writer.writerow(header)
         writer.writerows(rows)
     lines = [f"# Leaderboard: {board.which} {board.metric} ({'lower' if board.ascending else 'higher'} is better)", ""]
-    for g, (protocol, members) in enumerate(board.groups, start=1):
+    for g, (protocol, _) in enumerate(board.groups, start=1):
         described = ", ".join(f"{k}={v}" for k, v in protocol.items() if v is not None) or "no protocol fields"
         lines += [
             f"## Group {g}: {described}",

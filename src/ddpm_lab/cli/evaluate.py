@@ -58,6 +58,15 @@ def evaluate(cfg: DictConfig) -> dict:
         "fid_protocol": fid.last_protocol if fid else None,
     }
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
+    sampling = {**module.sampling, **{k: v for k, v in (fid.sampling if fid else {}).items() if v is not None}}
+    write_summary(
+        out,
+        status="completed",
+        choices={"sampler": sampling["sampler"], "steps": sampling["steps"]},
+        ckpt_path=str(cfg.ckpt_path),
+        fid_protocol=record["fid_protocol"],
+    )
     return record
 
 
