@@ -42,6 +42,8 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
         timestep_sampler=cfg.module.timestep_sampler,
         sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
         run_config=run_config,
+        nan_policy=cfg.module.get("nan_policy", "stop"),
+        max_consecutive_nonfinite=cfg.module.get("max_consecutive_nonfinite", 10),
     )
 
 

@@ -6,6 +6,7 @@ ddpm-train -m schedule=linear,cosine variance=fixed_small,learned_range loss=hyb
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,12 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning import write_summary
+from ..lightning import read_summary, write_summary
+from ..lightning.checkpointing import AtomicCheckpointIO
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
 from .ddp_launch import DDPWorkers, needs_launch
 from .validation import validate_config
 
+log = logging.getLogger(__name__)
 CHOICE_GROUPS = (
     "data",
     "model",
@@ -68,6 +71,28 @@ def wandb_fields(cfg: DictConfig) -> dict[str, Any]:
     return {"tags": tags}
 
 
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` means this run dir's checkpoints/last.ckpt (a fresh start if there is none yet, so a job script
+    can always pass ckpt_path=last); anything else must exist."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            log.info(f"ckpt_path=last: no {last} yet, starting from scratch")
+            return None
+        return str(last)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use a checkpoint file or ckpt_path=last).")
+    return str(ckpt_path)
+
+
+def record_wandb_id(trainer: L.Trainer, run_dir: Path) -> None:
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            write_summary(run_dir, wandb_run_id=logger.experiment.id)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
     run_dir = Path(cfg.paths.output_dir)
@@ -94,13 +119,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero:
         (run_dir / "config_resolved.yaml").write_text(resolved)
     try:
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
+        fields = wandb_fields(cfg)
+        previous_id = (read_summary(run_dir) or {}).get("wandb_run_id")
+        if ckpt_path and previous_id and not cfg.get("logger", {}).get("wandb", {}).get("offline", True):
+            fields.update(id=previous_id, resume="allow")  # online runs continue under the same id
         trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer, logger=build_loggers(cfg, run_dir, wandb_fields(cfg)), callbacks=build_callbacks(cfg)
+            cfg.trainer,
+            logger=build_loggers(cfg, run_dir, fields),
+            callbacks=build_callbacks(cfg),
+            plugins=[AtomicCheckpointIO()],
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if rank_zero:
+            record_wandb_id(trainer, run_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if module.nan_policy == "stop":
+            module.check_finite()
         success = True
     except BaseException as err:
         if rank_zero:

@@ -36,10 +36,52 @@ def validate_config(cfg: DictConfig) -> None:
             "Use loss=hybrid (L_simple + lambda L_vlb, IDDPM) or loss=kl, or a fixed variance "
             "(variance=fixed_small or fixed_large)."
         )
+    validate_model_for_data(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
+    if fid is not None and fid.get("num_samples", 2) < 2:
+        raise ConfigError(
+            f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples "
+            "(papers use 50000; 10000 is the default during training)."
+        )
+    if fid is not None and fid.get("reference_num_images") is not None and fid.reference_num_images < 2:
+        raise ConfigError(
+            f"metrics.fid.reference_num_images={fid.reference_num_images} is not valid: use null "
+            "(the whole reference split) or at least 2."
+        )
     if fid is not None and fid.get("on_missing_weights", "error") == "error":
         # Missing Inception weights must stop the run now, not when the first FID is due hours later.
         resolve_inception_weights(fid.get("inception_weights"))
     steps = cfg.sampling.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")
+
+
+def validate_model_for_data(cfg: DictConfig) -> None:
+    """Check the network against the data's shape from the config alone (no data loaded, nothing built)."""
+    from hydra.utils import get_class
+
+    from ..models import UNet, validate_unet_shape
+
+    data_cls, model_cls = get_class(cfg.data._target_), get_class(cfg.model._target_)
+    is_points = getattr(data_cls, "kind", "image") == "points"
+    if issubclass(model_cls, UNet):
+        if is_points:
+            raise ConfigError(
+                f"model={model_cls.__name__} is for images but data={data_cls.__name__} holds 2-D "
+                "points; use model=mlp."
+            )
+        channels = cfg.data.get("channels", getattr(data_cls, "channels", 3))
+        try:
+            validate_unet_shape(
+                (channels, int(cfg.data.image_size), int(cfg.data.image_size)),
+                cfg.model.base_channels,
+                list(cfg.model.channel_mults),
+                list(cfg.model.attention_resolutions),
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"{err} (data.image_size={cfg.data.image_size}, model.channel_mults={list(cfg.model.channel_mults)}, "
+                f"model.attention_resolutions={list(cfg.model.attention_resolutions)})"
+            ) from err
+    elif not is_points and cfg.model._target_.endswith("MLPDenoiser"):
+        raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")

@@ -12,8 +12,14 @@ from torch import nn
 
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..models import EMA
+from .checkpointing import capture_rng_state, restore_rng_state
 
 SAMPLING_DEFAULTS = {"sampler": "ddim", "steps": 100, "eta": 0.0, "clip_denoised": True}
+NAN_POLICIES = ("stop", "skip")
+
+
+def _describe(terms: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={float(torch.as_tensor(value).float().mean()):.4g}" for name, value in terms.items())
 
 
 class DiffusionModule(L.LightningModule):
@@ -41,6 +47,8 @@ class DiffusionModule(L.LightningModule):
         timestep_sampler: str = "uniform",
         sampling: dict[str, Any] | None = None,
         run_config: str | None = None,
+        nan_policy: str = "stop",
+        max_consecutive_nonfinite: int = 10,
     ) -> None:
         super().__init__()
         diffusion.check_model_channels(network.out_channels, network.in_channels)
@@ -58,6 +66,16 @@ class DiffusionModule(L.LightningModule):
         self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
         self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
         self.run_config = run_config
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"module.nan_policy={nan_policy!r}; allowed values: {', '.join(NAN_POLICIES)}.")
+        self.nan_policy = nan_policy
+        self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_skipped = 0
+        # stop policy: the first non-finite step and its loss terms, kept on the device (no per-step sync)
+        self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self._nonfinite_terms: dict[str, torch.Tensor] = {}
+        self._pending_rng: dict[str, Any] | None = None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.network(x_t, t)
@@ -69,6 +87,10 @@ class DiffusionModule(L.LightningModule):
         t, weights = self.timestep_sampler.sample(batch.shape[0], device=self.device)
         terms = self._losses(self.network, batch, t)
         loss = (terms["loss"] * weights).mean()
+        if self.nan_policy == "skip" and not self._step_is_finite(loss, terms):
+            return None  # Lightning then skips backward and the optimizer step
+        if self.nan_policy == "stop":
+            self._record_nonfinite(loss, terms)
         if "vlb" in terms and self.timestep_sampler.state_dict():
             # Every rank updates its history with the whole global batch, so all ranks sample alike.
             all_t, all_vlb = self.all_gather(t), self.all_gather(terms["vlb"].detach())
@@ -79,8 +101,57 @@ class DiffusionModule(L.LightningModule):
                 self.log(f"train/{name}", value.mean())
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def _step_is_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
+        """skip policy: one scalar host sync per step (all ranks agree, so DDP ranks skip together)."""
+        finite = bool(self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True))
+        if finite:
+            self.nonfinite_in_a_row = 0
+            return True
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_skipped += 1
+        self.log("train/nonfinite_skipped", float(self.nonfinite_skipped))
+        if self.nonfinite_in_a_row > self.max_consecutive_nonfinite:
+            raise FloatingPointError(
+                f"{self.nonfinite_in_a_row} non-finite losses in a row up to step {self.global_step} "
+                f"({_describe(terms)}); module.nan_policy=skip gives up after module.max_consecutive_nonfinite="
+                f"{self.max_consecutive_nonfinite}. Lower the learning rate, check the data, or use precision=32."
+            )
+        return False
+
+    def _record_nonfinite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        first = (~torch.isfinite(loss)) & (self.first_nonfinite_step < 0)
+        self.first_nonfinite_step.copy_(
+            torch.where(first, torch.tensor(self.global_step, device=self.device), self.first_nonfinite_step)
+        )
+        for name, value in terms.items():
+            kept = self._nonfinite_terms.get(name, torch.zeros((), device=self.device))
+            self._nonfinite_terms[name] = torch.where(first, value.detach().mean(), kept)
+
+    def check_finite(self) -> None:
+        """stop policy: raise if any step so far had a non-finite loss (one host read, at log/save time)."""
+        step = int(self.first_nonfinite_step)
+        if step >= 0:
+            terms = {name: float(value) for name, value in self._nonfinite_terms.items()}
+            raise FloatingPointError(
+                f"non-finite loss at training step {step} ({_describe(terms)}); module.nan_policy=stop. The last "
+                "checkpoint before it is intact. Lower the learning rate, check the data for NaNs, use "
+                "precision=32, or set module.nan_policy=skip to skip such steps."
+            )
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Inside the step (not in on_train_batch_end, which runs after checkpoint callbacks), so a checkpoint
+        # taken after step N holds the EMA of step N.
         self.ema.update(self.network)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:  # resuming: replay the random stream from where it was saved
+            restore_rng_state(self._pending_rng)
+            self._pending_rng = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.nan_policy == "stop" and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Fixed timesteps and noise per batch index, so validation losses are comparable across evaluations.
@@ -131,12 +202,18 @@ class DiffusionModule(L.LightningModule):
             network.train(was_training)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.nan_policy == "stop":
+            self.check_finite()  # never overwrite a good checkpoint with NaN weights
         checkpoint["ddpm_lab"] = {
             "config": self.run_config,
             "timestep_sampler": self.timestep_sampler.state_dict(),
+            "rng": capture_rng_state(),
+            "nonfinite_skipped": self.nonfinite_skipped,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("ddpm_lab", {}).get("timestep_sampler")
-        if state:
-            self.timestep_sampler.load_state_dict(state)
+        state = checkpoint.get("ddpm_lab", {})
+        if state.get("timestep_sampler"):
+            self.timestep_sampler.load_state_dict(state["timestep_sampler"])
+        self._pending_rng = state.get("rng")
+        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)

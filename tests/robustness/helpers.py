@@ -1,0 +1,28 @@
+"""Callbacks the robustness tests inject through the command line (+callbacks.NAME._target_=...)."""
+
+import os
+import signal
+
+import lightning as L
+
+
+class KillAtStep(L.Callback):
+    """SIGKILL this process when batch ``step`` + 1 is about to start (after step ``step``'s checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PoisonBatch(L.Callback):
+    """Fill the given batches (by index in the first epoch) with NaN: a corrupted sample reaching the model."""
+
+    def __init__(self, batches: list[int]) -> None:
+        self.batches = set(batches)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx in self.batches:
+            batch.fill_(float("nan"))

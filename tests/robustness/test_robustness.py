@@ -1,0 +1,226 @@
+"""Long runs die: exact resume after SIGKILL, crash-safe saves, NaN policy, start-up validation, safe loading."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddpm_lab.cli.train import train
+from ddpm_lab.cli.validation import ConfigError
+from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
+
+ROOT = Path(__file__).parents[2]
+RESUME_RUN = [
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.deterministic=true",
+    *TINY_UNET,
+    "model.dropout=0.1",
+    "data.batch_size=8",
+    "trainer.val_check_interval=5",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=10",
+    "callbacks.sample_images.every_n_steps=5",
+    "callbacks.sample_images.num_samples=2",
+    "sampling.steps=2",
+    "metrics=none",
+    "trainer.max_steps=20",
+    "data.val_fraction=0.95",
+]  # ~90 training images: several epochs in 20 steps
+
+
+def run_train(args, cwd, check=True):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_a_straight_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *RESUME_RUN], cwd=tmp_path)
+    dead = run_train(
+        [
+            f"hydra.run.dir={killed}",
+            f"paths.root_dir={tmp_path}",
+            *RESUME_RUN,
+            "+callbacks.kill._target_=tests.robustness.helpers.KillAtStep",
+            "+callbacks.kill.step=10",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert dead.returncode == -9, "the first attempt was SIGKILLed"
+    assert load(killed / "checkpoints" / "last.ckpt")["global_step"] == 10
+    # Started again in the same dir with ckpt_path=last, it picks up where it stopped.
+    run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *RESUME_RUN, "ckpt_path=last"], cwd=tmp_path)
+    a, b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 20 and a["epoch"] == b["epoch"]
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, b["state_dict"][key], atol=1e-6, rtol=0), key
+    assert any(k.startswith("ema.") for k in a["state_dict"])
+    state_a, state_b = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    for index in state_a:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.allclose(
+                torch.as_tensor(state_a[index][name]), torch.as_tensor(state_b[index][name]), atol=1e-6, rtol=0
+            )
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    steps = [
+        int(line.split('"step": ')[1].split(",")[0])
+        for line in (killed / "metrics.jsonl").read_text().splitlines()
+        if '"train/loss"' in line
+    ]
+    assert steps == sorted(steps) and max(steps) == 19, "the metrics record continues across the restart"
+
+
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+    target = tmp_path / "last.ckpt"
+    script = f"""
+import os, time, torch
+from ddpm_lab.lightning.checkpointing import AtomicCheckpointIO
+io = AtomicCheckpointIO()
+io.save_checkpoint({{"global_step": 1, "w": torch.ones(3)}}, {str(target)!r})
+real_save = torch.save
+def slow_save(obj, handle, *args, **kwargs):
+    handle.write(b"PK" + b"x" * 1000)  # half a file ...
+    handle.flush()
+    print("writing", flush=True)
+    time.sleep(60)                      # ... and the kill arrives mid-save
+torch.save = slow_save
+io.save_checkpoint({{"global_step": 2, "w": torch.zeros(3)}}, {str(target)!r})
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()
+    child.wait()
+    state = load(target)
+    assert state["global_step"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
+    from ddpm_lab.cli.builders import module_from_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "ddpm_lab": {"config": "x: 1"}, "payload": Payload()}, evil)
+    with pytest.raises(Exception, match="(?i)weights.only|unsupported|global"):
+        module_from_checkpoint(evil)
+    result = run_train(
+        [
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.root_dir={tmp_path}",
+            *FAST_TRAINER,
+            *TINY_UNET,
+            f"ckpt_path={evil}",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0 and "refusing to load" in result.stderr
+    assert not marker.exists(), "the pickled payload must never execute"
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_nan_in_a_batch_triggers_the_policy(tmp_path, policy):
+    overrides = [
+        *FAST_TRAINER,
+        *TINY_UNET,
+        "logger=csv",
+        "trainer.max_steps=6",
+        f"module.nan_policy={policy}",
+        "+callbacks.poison._target_=tests.robustness.helpers.PoisonBatch",
+        "+callbacks.poison.batches=[2]",
+    ]
+    cfg = compose_config("train", tmp_path, overrides)
+    if policy == "stop":
+        with pytest.raises(FloatingPointError, match=r"non-finite loss at training step 2 \(mse=nan, loss=nan\)"):
+            train(cfg)
+        assert load(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 2, "saved before the NaN"
+    else:
+        summary = train(cfg)
+        assert summary["status"] == "completed" and summary["final"]["train/nonfinite_skipped"] == 1
+        weights = load(tmp_path / "run" / "checkpoints" / "last.ckpt")["state_dict"]
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_skip_policy_gives_up_after_k_in_a_row(tmp_path):
+    overrides = [
+        *FAST_TRAINER,
+        *TINY_UNET,
+        "logger=csv",
+        "trainer.max_steps=8",
+        "module.nan_policy=skip",
+        "module.max_consecutive_nonfinite=2",
+        "+callbacks.poison._target_=tests.robustness.helpers.PoisonBatch",
+        "+callbacks.poison.batches=[1,2,3]",
+    ]
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        train(compose_config("train", tmp_path, overrides))
+
+
+BAD_CONFIGS = [
+    (["diffusion.schedule=cosin"], r"diffusion.schedule='cosin' is not valid; allowed values: constant, cosine"),
+    (["diffusion.var_type=huge"], r"diffusion.var_type='huge' is not valid; allowed values: fixed_small"),
+    (["diffusion.loss_type=huber"], r"diffusion.loss_type='huber' is not valid; allowed values: mse, l1, kl, hybrid"),
+    (["diffusion.mean_type=score"], r"diffusion.mean_type='score' is not valid; allowed values: eps, x0, v"),
+    (["diffusion.num_timesteps=1"], r"diffusion.num_timesteps=1 is not valid: it must be an integer >= 2"),
+    (["variance=learned_range", "loss=mse"], r"variance=learned_range learns the reverse variance.*loss=hybrid"),
+    (["data.image_size=18"], r"image size 18 is not divisible by 4.*data.image_size=18"),
+    (["model.attention_resolutions=[5]"], r"attention_resolutions \[5\] are not feature-map sizes.*\[16, 8, 4\]"),
+    (
+        ["metrics=default", "metrics.fid.on_missing_weights=skip", "metrics.fid.num_samples=1"],
+        r"metrics.fid.num_samples=1 is not valid",
+    ),
+    (["model=mlp"], r"model=mlp is for 2-D point data"),
+    (["experiment=toy_moons", "model=unet_tiny"], r"model=UNet is for images"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS)
+def test_bad_config_fails_fast_with_its_message(tmp_path, overrides, message, monkeypatch):
+    import ddpm_lab.cli.train as train_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("data was loaded before the config was validated")
+
+    monkeypatch.setattr(train_module, "build_datamodule", must_not_run)
+    cfg = compose_config("train", tmp_path, ["logger=csv", "metrics=none", *overrides])
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert time.perf_counter() - started < 10
+    assert "ConfigError" in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_wandb_api_key_never_reaches_the_run_dir(tmp_path, monkeypatch):
+    secret = "wandb-secret-0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    cfg = compose_config("train", tmp_path, [*FAST_TRAINER, *TINY_UNET, "logger=wandb"])
+    train(cfg)
+    leaked = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaked, leaked
