@@ -44,6 +44,9 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
         run_config=run_config,
         nan_policy=cfg.module.get("nan_policy", "stop"),
         max_consecutive_nonfinite=cfg.module.get("max_consecutive_nonfinite", 10),
+        channels_last=cfg.module.get("channels_last", "auto"),
+        compile_network=cfg.module.get("compile_network", False),
+        fused_optimizer=cfg.module.get("fused_optimizer", "auto"),
     )
 
 

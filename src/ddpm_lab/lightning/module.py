@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
@@ -49,6 +50,9 @@ class DiffusionModule(L.LightningModule):
         run_config: str | None = None,
         nan_policy: str = "stop",
         max_consecutive_nonfinite: int = 10,
+        channels_last: bool | str = "auto",
+        compile_network: bool = False,
+        fused_optimizer: bool | str = "auto",
     ) -> None:
         super().__init__()
         diffusion.check_model_channels(network.out_channels, network.in_channels)
@@ -76,6 +80,40 @@ class DiffusionModule(L.LightningModule):
         self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
         self._nonfinite_terms: dict[str, torch.Tensor] = {}
         self._pending_rng: dict[str, Any] | None = None
+        self.channels_last, self.compile_network, self.fused_optimizer = channels_last, compile_network, fused_optimizer
+        self._train_network: Callable = network  # what training_step calls (the compiled network if compiled)
+
+    def _fast(self, option: bool | str) -> bool:
+        """``auto`` switches a fast path on where it pays: on CUDA devices."""
+        return self.device.type == "cuda" if option == "auto" else bool(option)
+
+    def setup(self, stage: str) -> None:
+        if self._fast(self.channels_last) and len(self.sample_shape) == 3:
+            self.network.to(memory_format=torch.channels_last)
+            self.ema.module.to(memory_format=torch.channels_last)
+        self._train_network = self.network
+        if self.compile_network:
+            try:
+                self._train_network = torch.compile(self.network)
+            except Exception as err:  # e.g. an unsupported platform or Python version
+                rank_zero_warn(
+                    f"module.compile_network=true but torch.compile is not available here ({err}); "
+                    "training runs eagerly."
+                )
+
+    def _call_train_network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._train_network(x, t)
+        except Exception as err:
+            if self._train_network is self.network:
+                raise
+            # torch.compile fails lazily, at the first call: say why once and fall back to eager.
+            rank_zero_warn(
+                f"torch.compile of the network failed ({type(err).__name__}: {err}); "
+                "training continues without compilation (module.compile_network=false to silence)."
+            )
+            self._train_network = self.network
+            return self.network(x, t)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.network(x_t, t)
@@ -84,8 +122,10 @@ class DiffusionModule(L.LightningModule):
         return self.diffusion.training_losses(network, x0, t, noise)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self._fast(self.channels_last) and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         t, weights = self.timestep_sampler.sample(batch.shape[0], device=self.device)
-        terms = self._losses(self.network, batch, t)
+        terms = self._losses(self._call_train_network, batch, t)
         loss = (terms["loss"] * weights).mean()
         if self.nan_policy == "skip" and not self._step_is_finite(loss, terms):
             return None  # Lightning then skips backward and the optimizer step
@@ -163,7 +203,8 @@ class DiffusionModule(L.LightningModule):
             self.log(f"val/{name}", value.mean(), sync_dist=True, prog_bar=name == "loss")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=self.network.parameters())
+        extra = {"fused": True} if self._fast(self.fused_optimizer) and self.device.type == "cuda" else {}
+        optimizer = self.optimizer_factory(params=self.network.parameters(), **extra)
         warmup = max(self.lr_warmup_steps, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0

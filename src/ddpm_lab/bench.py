@@ -1,0 +1,250 @@
+"""``ddpm-bench``: training and sampling throughput of a model preset, and the Lightning overhead.
+
+    ddpm-bench --model unet_cifar10 --batch-size 128 --precision bf16-mixed --channels-last --compile
+    ddpm-bench --model unet_tiny --image-size 16 --channels 1 --batch-size 64 --json bench.json
+
+Training: the whole Lightning step (forward, loss, backward, optimiser, EMA) of ``DiffusionModule`` on
+synthetic data, timed per step by a callback (CUDA-synchronised), against a bare PyTorch loop doing the same
+work on the same network. Sampling: images/s of DDPM respaced and DDIM at ``--sample-steps`` and of full
+DDPM (T steps, from the per-step time). Warm-up steps are excluded; figures are medians of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from .cli import CONFIG_DIR
+from .diffusion import build_gaussian_diffusion
+from .lightning import DiffusionModule
+
+AUTOCAST = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _Synthetic(Dataset):
+    def __init__(self, shape: tuple[int, ...], length: int) -> None:
+        self.data = torch.rand(length, *shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.data[index]
+
+
+class _StepTimer(L.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        _sync(pl_module.device)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        _sync(pl_module.device)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def build(args: argparse.Namespace) -> tuple[DiffusionModule, tuple[int, ...]]:
+    shape = (args.channels, args.image_size, args.image_size)
+    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml")
+    torch.manual_seed(0)
+    network = instantiate(model_cfg, sample_shape=list(shape), learned_variance=False)
+    diffusion = build_gaussian_diffusion("linear", args.timesteps)
+    optimizer = instantiate({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-4})
+    module = DiffusionModule(
+        network,
+        diffusion,
+        optimizer,
+        shape,
+        lr_warmup_steps=0,
+        ema_decay=0.9999,
+        channels_last=args.channels_last,
+        compile_network=args.compile,
+        fused_optimizer=args.fused,
+    )
+    return module, shape
+
+
+def bench_lightning(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    module, shape = build(args)
+    steps = args.warmup + args.repeats
+    loader = DataLoader(_Synthetic(shape, args.batch_size * steps), batch_size=args.batch_size, drop_last=True)
+    timer = _StepTimer()
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision=args.precision,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.fit(module, train_dataloaders=loader)
+    step = statistics.median(timer.times[args.warmup :])
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"step_s": step, "images_per_s": args.batch_size / step, "peak_memory_mib": peak, "module": module}
+
+
+def bench_bare_loop(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The same work as the Lightning step, written as a plain loop (the overhead baseline)."""
+    module, shape = build(args)
+    module.to(device)
+    network, diffusion = module.network, module.diffusion
+    channels_last = args.channels_last is True or (args.channels_last == "auto" and device.type == "cuda")
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+        module.ema.module.to(memory_format=torch.channels_last)
+    call = torch.compile(network) if args.compile else network
+    fused = {"fused": True} if device.type == "cuda" and args.fused in (True, "auto") else {}
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, **fused)
+    data = _Synthetic(shape, args.batch_size).data.to(device)
+    if channels_last:
+        data = data.contiguous(memory_format=torch.channels_last)
+    dtype = AUTOCAST[args.precision]
+    times = []
+    for i in range(args.warmup + args.repeats):
+        _sync(device)
+        start = time.perf_counter()
+        t = torch.randint(0, diffusion.num_timesteps, (args.batch_size,), device=device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = diffusion.training_losses(call, data, t)["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+        optimizer.step()
+        module.ema.update(network)
+        _sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    return {"step_s": step, "images_per_s": args.batch_size / step}
+
+
+@torch.no_grad()
+def bench_sampling(module: DiffusionModule, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    module.to(device).eval()
+    dtype = AUTOCAST[args.precision]
+    out = {}
+    for name, sampler, steps in [("ddpm_respaced", "ddpm", args.sample_steps), ("ddim", "ddim", args.sample_steps)]:
+        times = []
+        for i in range(1 + args.sample_repeats):
+            generator = torch.Generator(device=device).manual_seed(i)
+            _sync(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                module.generate(args.sample_batch, generator=generator, sampler=sampler, steps=steps)
+            _sync(device)
+            if i >= 1:  # the first run is warm-up
+                times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        out[f"{name}_{steps}_images_per_s"] = args.sample_batch / seconds
+        out[f"{name}_{steps}_step_s"] = seconds / steps
+    out[f"ddpm_full_{args.timesteps}_images_per_s_estimated"] = args.sample_batch / (
+        out[f"ddpm_respaced_{args.sample_steps}_step_s"] * args.timesteps
+    )
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--fused", action="store_true", help="fused AdamW (CUDA)")
+    p.add_argument("--timesteps", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--sample-steps", type=int, default=10)
+    p.add_argument("--sample-batch", type=int, default=16)
+    p.add_argument("--sample-repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: bare,sample")
+    p.add_argument("--json", help="write the results to this file")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .cli.common import resolve_device
+
+    device = resolve_device(args.device)
+    args.fused = True if args.fused else False
+    lightning = bench_lightning(args, device)
+    module = lightning.pop("module")
+    result: dict[str, Any] = {
+        "config": {k: v for k, v in vars(args).items() if k != "json"},
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "parameters": sum(p.numel() for p in module.network.parameters()),
+        "train_lightning": lightning,
+    }
+    skip = set(filter(None, args.skip.split(",")))
+    if "bare" not in skip:
+        bare = bench_bare_loop(args, device)
+        result["train_bare_loop"] = bare
+        result["lightning_overhead"] = lightning["step_s"] / bare["step_s"] - 1.0
+    if "sample" not in skip:
+        result["sampling"] = bench_sampling(module, args, device)
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"ddpm-bench: {result['config']['model']} ({result['parameters'] / 1e6:.1f}M), "
+        f"batch {result['config']['batch_size']}, {result['config']['precision']}, {result['device']}"
+    )
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("train images/s (DiffusionModule step)", f"{result['train_lightning']['images_per_s']:.1f}")
+    if "train_bare_loop" in result:
+        table.add_row("train images/s (bare loop)", f"{result['train_bare_loop']['images_per_s']:.1f}")
+        table.add_row("Lightning overhead per step", f"{100 * result['lightning_overhead']:+.1f}%")
+    if result["train_lightning"]["peak_memory_mib"] is not None:
+        table.add_row("peak GPU memory (MiB)", f"{result['train_lightning']['peak_memory_mib']:.0f}")
+    for key, value in result.get("sampling", {}).items():
+        if "images_per_s" in key:
+            table.add_row(f"sampling {key.replace('_images_per_s', '')} images/s", f"{value:.2f}")
+    Console(width=120).print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result = run(args)
+    print_table(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
