@@ -31,6 +31,8 @@ def diffusers_unet(args: argparse.Namespace):
     resolutions = [args.image_size // 2**i for i in range(len(args.mults))]
     down = tuple("AttnDownBlock2D" if r in args.attention else "DownBlock2D" for r in resolutions)
     up = tuple("AttnUpBlock2D" if r in args.attention else "UpBlock2D" for r in reversed(resolutions))
+    # One attention head spanning all channels at the attention level, as in the DDPM U-Net.
+    head_dim = next((w for w, r in zip(widths, resolutions, strict=True) if r in args.attention), widths[0])
     return UNet2DModel(
         sample_size=args.image_size,
         in_channels=args.channels,
@@ -39,7 +41,7 @@ def diffusers_unet(args: argparse.Namespace):
         block_out_channels=widths,
         down_block_types=down,
         up_block_types=up,
-        attention_head_dim=None if False else widths[1],
+        attention_head_dim=head_dim,
         dropout=0.0,
     )
 
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": vars(args),
         "device": str(device),
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
+        "diffusers_version": diffusers.__version__,
         "ddpm_lab": {
             "parameters": ours_params,
             "train_images_per_s": ours["images_per_s"],

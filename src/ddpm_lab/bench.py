@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .cli.common import resolve_device
 
     device = resolve_device(args.device)
-    args.fused = True if args.fused else False
+    args.fused = bool(args.fused)
     lightning = bench_lightning(args, device)
     module = lightning.pop("module")
     result: dict[str, Any] = {
