@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attention", type=int, nargs="*", default=[16])
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
+    p.add_argument(
+        "--diffusers-precision",
+        choices=sorted(AUTOCAST),
+        help="diffusers' loop precision (default: --precision; its example trains in fp32)",
+    )
     p.add_argument("--channels-last", action="store_true", help="ddpm-lab's channels_last fast path")
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
     p.add_argument("--timesteps", type=int, default=1000)
@@ -173,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     module = ours.pop("module")
     ours_sampling = bench_sampling(module, ours_args, device)
     bench.build = original
-    theirs = bench_diffusers(args, device)
+    theirs = bench_diffusers(
+        argparse.Namespace(**{**vars(args), "precision": args.diffusers_precision or args.precision}), device
+    )
     ours_params = sum(p.numel() for p in module.network.parameters())
     result = {
         "workload": vars(args),

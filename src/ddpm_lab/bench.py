@@ -168,6 +168,37 @@ def bench_sampling(module: DiffusionModule, args: argparse.Namespace, device: to
     return out
 
 
+def training_flops(args: argparse.Namespace, device: torch.device) -> float:
+    """FLOPs of one training step's forward + backward of the network (torch's FLOP counter: convs, matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module, shape = build(args)
+    network = module.network.to(device)
+    x = torch.randn(args.batch_size, *shape, device=device)
+    t = torch.randint(0, args.timesteps, (args.batch_size,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        network(x, t).square().mean().backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_rate(
+    device: torch.device, dtype: torch.dtype = torch.bfloat16, size: int = 8192, repeats: int = 20
+) -> float:
+    """Measured dense matmul FLOP/s of this device in ``dtype`` (the MFU denominator)."""
+    if device.type != "cuda":
+        size, repeats = 1024, 5
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
@@ -186,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-repeats", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip", default="", help="comma list of parts to skip: bare,sample")
+    p.add_argument("--mfu", action="store_true", help="model-FLOPs utilisation against the measured bf16 matmul rate")
     p.add_argument("--json", help="write the results to this file")
     return p
 
@@ -212,6 +244,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["lightning_overhead"] = lightning["step_s"] / bare["step_s"] - 1.0
     if "sample" not in skip:
         result["sampling"] = bench_sampling(module, args, device)
+    if args.mfu:
+        flops = training_flops(args, device)
+        rate = matmul_rate(device)
+        result["mfu"] = {
+            "train_flops_per_step": flops,
+            "bf16_matmul_flops_per_s": rate,
+            "mfu": flops / lightning["step_s"] / rate,
+        }
     return result
 
 
@@ -231,6 +271,8 @@ def print_table(result: dict[str, Any]) -> None:
         table.add_row("Lightning overhead per step", f"{100 * result['lightning_overhead']:+.1f}%")
     if result["train_lightning"]["peak_memory_mib"] is not None:
         table.add_row("peak GPU memory (MiB)", f"{result['train_lightning']['peak_memory_mib']:.0f}")
+    if "mfu" in result:
+        table.add_row("model FLOPs utilisation (vs measured bf16 matmul)", f"{100 * result['mfu']['mfu']:.1f}%")
     for key, value in result.get("sampling", {}).items():
         if "images_per_s" in key:
             table.add_row(f"sampling {key.replace('_images_per_s', '')} images/s", f"{value:.2f}")

@@ -1,0 +1,70 @@
+"""A seeded, rank-sharded sampler and DataLoader whose position survives a restart (exact resume).
+
+The order of an epoch is a pure function of (seed, epoch): a permutation from its own generator, with each
+item's horizontal-flip bit drawn from the same generator, so the data pipeline never touches the global RNG
+(the training step's noise and timesteps then replay exactly after a restore). The loader's state is the
+epoch and the number of batches the training loop has processed in it (read from the trainer, so Lightning's
+one-batch prefetch is not counted); on restore the sampler skips those batches without loading them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class ResumableSampler(Sampler):
+    """Yields (index, flip) pairs: this rank's share of a seeded permutation (all ranks equal length)."""
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, random_flip: bool = False) -> None:
+        self.size, self.seed, self.shuffle, self.random_flip = size, seed, shuffle, random_flip
+        self.epoch = 0
+        self.skip = 0  # items of the current epoch to leave out (set when restoring mid-epoch)
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start, restored ones too
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        world, _ = _world()
+        return self.size // world
+
+    def __iter__(self):
+        world, rank = _world()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+        flips = torch.rand(self.size, generator=generator) < 0.5 if self.random_flip else torch.zeros(self.size, dtype=torch.bool)
+        share = self.size // world
+        mine = order[rank::world][:share].tolist()
+        flip = flips[order[rank::world][:share]].tolist()
+        start, self.skip = self.skip, 0
+        yield from zip(mine[start:], flip[start:], strict=True)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a ResumableSampler with Lightning's stateful-loader protocol."""
+
+    def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int, trainer_ref: Any = None,
+                 **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
+        self.trainer_ref = trainer_ref  # the LightningDataModule (its .trainer is set by Lightning)
+
+    def _processed_in_epoch(self) -> int:
+        trainer = getattr(self.trainer_ref, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._processed_in_epoch()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.epoch = state["epoch"]
+        self.sampler.skip = state["batches"] * self.batch_size
