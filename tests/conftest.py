@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,23 @@ def tiny_data_dir(tmp_path: Path) -> Path:
     write_tiny_cifar10(data)
     write_tiny_celeba(data)
     return data
+
+
+def run_train_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m ddpm_lab.cli.train ARGS`` (a real Hydra app) offline; ``tests`` stays importable so tests
+    can inject callbacks with +callbacks.NAME._target_=tests...."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def fid_overrides(weights: Path, tmp_path: Path, num_samples: int = 7) -> list[str]:

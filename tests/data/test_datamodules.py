@@ -87,12 +87,15 @@ def test_image_folder(tmp_path):
     assert first_batch(dm).shape == (2, 3, 8, 8)
 
 
-@pytest.mark.parametrize(("make", "layout"), [
-    (lambda d: MNISTDataModule(data_dir=d, download=False), r"MNIST/raw/ holding train-images-idx3-ubyte"),
-    (lambda d: CIFAR10DataModule(data_dir=d, download=False), r"cifar-10-batches-py/ holding data_batch_1"),
-    (lambda d: CelebADataModule(data_dir=d, download=False), r"img_align_celeba/.*list_eval_partition.txt"),
-    (lambda d: ImageFolderDataModule(path=d / "nowhere"), r"does not exist \(set data.path"),
-])
+@pytest.mark.parametrize(
+    ("make", "layout"),
+    [
+        (lambda d: MNISTDataModule(data_dir=d, download=False), r"MNIST/raw/ holding train-images-idx3-ubyte"),
+        (lambda d: CIFAR10DataModule(data_dir=d, download=False), r"cifar-10-batches-py/ holding data_batch_1"),
+        (lambda d: CelebADataModule(data_dir=d, download=False), r"img_align_celeba/.*list_eval_partition.txt"),
+        (lambda d: ImageFolderDataModule(path=d / "nowhere"), r"does not exist \(set data.path"),
+    ],
+)
 def test_missing_data_names_the_layout(tmp_path, make, layout):
     with pytest.raises(DatasetFilesError, match=layout):
         make(tmp_path).setup()
@@ -130,7 +133,7 @@ def test_malicious_cifar_batch_is_refused(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Payload()}))
-    with pytest.raises(DatasetFilesError, match="data_batch_3 is not a readable CIFAR-10 batch.*refusing"):
+    with pytest.raises(DatasetFilesError, match=r"data_batch_3 is not a readable CIFAR-10 batch.*refusing"):
         CIFAR10DataModule(data_dir=tmp_path, download=False).setup()
     assert not marker.exists()
 

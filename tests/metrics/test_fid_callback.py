@@ -1,9 +1,6 @@
 """FID and NLL during training, single process and DDP (2 CPU processes, gloo)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +10,7 @@ from PIL import Image
 from ddpm_lab.cli.train import train
 from ddpm_lab.data import DigitsDataModule
 from ddpm_lab.metrics import GaussianStats, InceptionFeatures, InceptionWeightsError, frechet_distance
-from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, fid_overrides
+from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, fid_overrides, run_train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -94,16 +91,7 @@ def test_ddp_multirun_gives_single_process_fid(tmp_path, inception_weights):
         *TINY_UNET,
         *fid_overrides(inception_weights, tmp_path),
     ]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_train_cli(args, cwd=tmp_path, timeout=400)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"], "children must not start sweeps or run dirs of their own"
     assert not (tmp_path / "logs").exists() and not (tmp_path / "outputs").exists()

@@ -12,6 +12,7 @@ import torch
 from ddpm_lab.cli.train import train
 from ddpm_lab.cli.validation import ConfigError
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
+from tests.conftest import run_train_cli as run_train
 
 ROOT = Path(__file__).parents[2]
 RESUME_RUN = [
@@ -33,21 +34,6 @@ RESUME_RUN = [
     "trainer.max_steps=20",
     "data.val_fraction=0.95",
 ]  # ~90 training images: several epochs in 20 steps
-
-
-def run_train(args, cwd, check=True):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def load(path):

@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from ddpm_lab.cli import CONFIG_DIR
 from ddpm_lab.cli.leaderboard import main as leaderboard_main
 from ddpm_lab.leaderboard import Run, build_leaderboard
+from tests.conftest import run_train_cli as run_cli
 
 TOY_FAST = [
     "experiment=toy_moons",
@@ -32,21 +30,6 @@ TOY_FAST = [
     "callbacks.sample_images.num_samples=50",
     "callbacks.sample_images.every_n_steps=30",
 ]
-
-
-def run_cli(args, cwd, check=True):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    result = subprocess.run(
-        [sys.executable, "-m", "ddpm_lab.cli.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 @pytest.mark.slow

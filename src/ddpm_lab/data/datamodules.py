@@ -116,10 +116,16 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = ResumableSampler(len(self.train_set), seed=self.seed, shuffle=True, random_flip=self.random_flip)
-        return ResumableDataLoader(self.train_set, sampler, self.batch_size, trainer_ref=self,
-                                   num_workers=self.num_workers, pin_memory=self.pin_memory,
-                                   persistent_workers=self.num_workers > 0,
-                                   generator=torch.Generator().manual_seed(self.seed))
+        return ResumableDataLoader(
+            self.train_set,
+            sampler,
+            self.batch_size,
+            trainer_ref=self,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

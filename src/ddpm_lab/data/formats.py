@@ -11,6 +11,7 @@ import gzip
 import pickle
 import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -90,15 +91,17 @@ def load_mnist(root: Path, split: str) -> np.ndarray:
 class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and NumPy arrays only; any other global (e.g. os.system) is refused."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2; only transforms data
-    }
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2; only transforms data
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -161,4 +164,3 @@ def celeba_files(root: Path, split: str) -> list[Path]:
     if absent:
         raise DatasetFilesError(f"{len(absent)} CelebA images listed in {partition} are missing, e.g. {absent[0]}.")
     return files
-

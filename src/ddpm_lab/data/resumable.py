@@ -40,7 +40,11 @@ class ResumableSampler(Sampler):
         world, rank = _world()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
-        flips = torch.rand(self.size, generator=generator) < 0.5 if self.random_flip else torch.zeros(self.size, dtype=torch.bool)
+        flips = (
+            torch.rand(self.size, generator=generator) < 0.5
+            if self.random_flip
+            else torch.zeros(self.size, dtype=torch.bool)
+        )
         share = self.size // world
         mine = order[rank::world][:share].tolist()
         flip = flips[order[rank::world][:share]].tolist()
@@ -51,8 +55,9 @@ class ResumableSampler(Sampler):
 class ResumableDataLoader(DataLoader):
     """A DataLoader over a ResumableSampler with Lightning's stateful-loader protocol."""
 
-    def __init__(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int, trainer_ref: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: Dataset, sampler: ResumableSampler, batch_size: int, trainer_ref: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
         self.trainer_ref = trainer_ref  # the LightningDataModule (its .trainer is set by Lightning)
 

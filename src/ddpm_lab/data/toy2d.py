@@ -61,7 +61,10 @@ class Toy2DDataModule(L.LightningDataModule):
     def points(self, split: str) -> torch.Tensor:
         """Standardised (N, 2) float32 points of ``split``."""
         if not self._points:
-            raw = {s: make_toy_points(self.name, n, self.seed + i, self.noise) for i, (s, n) in enumerate(self.sizes.items())}
+            raw = {
+                s: make_toy_points(self.name, n, self.seed + i, self.noise)
+                for i, (s, n) in enumerate(self.sizes.items())
+            }
             mean, std = raw["train"].mean(axis=0), raw["train"].std(axis=0)
             self._points = {s: torch.from_numpy((p - mean) / std) for s, p in raw.items()}
         return self._points[split]
@@ -72,14 +75,27 @@ class Toy2DDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = TensorDataset(self.points(split))
-        return DataLoader(data, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
-                          collate_fn=_stack_points, generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            collate_fn=_stack_points,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         points = _Points(self.points("train"))
         sampler = ResumableSampler(len(points), seed=self.seed, shuffle=True)
-        return ResumableDataLoader(points, sampler, self.batch_size, trainer_ref=self, num_workers=self.num_workers,
-                                   generator=torch.Generator().manual_seed(self.seed))
+        return ResumableDataLoader(
+            points,
+            sampler,
+            self.batch_size,
+            trainer_ref=self,
+            num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)
