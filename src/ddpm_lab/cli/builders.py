@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion import GaussianDiffusion
 from ..lightning import DiffusionModule, MetricsRecordLogger
+from ..lightning.checkpointing import load_checkpoint
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -72,14 +73,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_fields: dict[str, Any] |
             }
         loggers.append(instantiate(node, **extra))
     return [*loggers, MetricsRecordLogger(run_dir)]
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without executing pickled code (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...).")
-    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def module_from_checkpoint(

@@ -36,16 +36,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 tmp.unlink()
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...).")
-        try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(
-                f"refusing to load {path}: it is not a plain weights checkpoint ({type(err).__name__}: {err}). "
-                "ddpm-lab loads checkpoints with torch.load(weights_only=True) so that pickled code never runs."
-            ) from err
+        return load_checkpoint(path, map_location or "cpu")
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: a pickled payload is refused, never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...).")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"refusing to load {path}: it is not a plain weights checkpoint ({type(err).__name__}: {err}). "
+            "ddpm-lab loads checkpoints with torch.load(weights_only=True) so that pickled code never runs."
+        ) from err
 
 
 def capture_rng_state() -> dict[str, Any]:
