@@ -11,7 +11,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning import FIDCallback, MetricsRecordLogger, NLLCallback, SampleDistanceCallback, write_summary
+from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, write_summary
+from ..lightning.evaluation import PeriodicEvaluation
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .common import resolve_device
@@ -22,7 +23,7 @@ class _EvaluateAtEnd(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         for callback in trainer.callbacks:
-            if isinstance(callback, FIDCallback | NLLCallback):
+            if isinstance(callback, PeriodicEvaluation):
                 callback.evaluate(trainer, pl_module)
 
 

@@ -56,7 +56,21 @@ def publish(trainer: L.Trainer, metrics: dict[str, float], summary: dict[str, An
             write_summary(logger.save_dir, **summary)
 
 
-class FIDCallback(L.Callback):
+class PeriodicEvaluation(L.Callback):
+    """Runs ``evaluate(trainer, pl_module)`` every ``every_n_steps`` training steps and at the last step."""
+
+    every_n_steps: int
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps == 0 or step == trainer.max_steps:
+            self.evaluate(trainer, pl_module)
+
+    def evaluate(self, trainer: L.Trainer, pl_module) -> Any:
+        raise NotImplementedError
+
+
+class FIDCallback(PeriodicEvaluation):
     """Every ``every_n_steps`` (and at the last step) generate ``num_samples`` images with the EMA weights and
     log ``val/fid``, ``val/kid_mean`` and ``val/is`` against the real ``reference_split``; the best FID and its
     step go to the W&B summary and metrics.json, together with the full protocol of the measurement."""
@@ -114,11 +128,6 @@ class FIDCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best.update(state_dict.get("best", {}))
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 or step == trainer.max_steps:
-            self.evaluate(trainer, pl_module)
 
     def _ensure_reference(self, trainer: L.Trainer, device: torch.device):
         if self._extractor is None:
@@ -204,7 +213,7 @@ class FIDCallback(L.Callback):
         return logged
 
 
-class NLLCallback(L.Callback):
+class NLLCallback(PeriodicEvaluation):
     """Every ``every_n_steps`` (and at the last step): the variational bound in bits/dim
     (``GaussianDiffusion.nll_bits_per_dim``) on a fixed subset (the first ``num_images``) of ``split``,
     sharded over ranks and averaged, logged as ``val/nll_bpd``. Images only (the decoder is 8-bit)."""
@@ -224,11 +233,6 @@ class NLLCallback(L.Callback):
             raise ValueError("metrics.nll: num_images, batch_size and every_n_steps must be >= 1.")
         self.every_n_steps, self.num_images, self.batch_size = every_n_steps, num_images, batch_size
         self.split, self.use_ema, self.seed, self.progress = split, use_ema, seed, progress
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.every_n_steps == 0 or step == trainer.max_steps:
-            self.evaluate(trainer, pl_module)
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module) -> float | None:
