@@ -6,7 +6,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from .resumable import ResumableDataLoader, ResumableSampler
 
@@ -70,20 +70,10 @@ class Toy2DDataModule(L.LightningDataModule):
         return self._points[split]
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = TensorDataset(self.points("train"))
-        self.val_set = TensorDataset(self.points("val"))
+        self.points("train")  # draws and standardises every split once
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        data = TensorDataset(self.points(split))
-        return DataLoader(
-            data,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            collate_fn=_stack_points,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(_Points(self.points(split)), batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         points = _Points(self.points("train"))
@@ -98,18 +88,14 @@ class Toy2DDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-
-def _stack_points(items: list[tuple[torch.Tensor]]) -> torch.Tensor:
-    return torch.stack([item[0] for item in items])
+        return self._eval_loader("test")
 
 
 class _Points(torch.utils.data.Dataset):
-    """Points (N, D) indexed by ResumableSampler's (index, flip) pairs (no flips for points)."""
+    """Points (N, D) by index, or by ResumableSampler's (index, flip) pairs (points are never flipped)."""
 
     def __init__(self, points: torch.Tensor) -> None:
         self.points = points
@@ -117,5 +103,5 @@ class _Points(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.points)
 
-    def __getitem__(self, item: tuple[int, bool]) -> torch.Tensor:
-        return self.points[item[0]]
+    def __getitem__(self, item: int | tuple[int, bool]) -> torch.Tensor:
+        return self.points[item[0] if isinstance(item, tuple) else item]
