@@ -26,3 +26,14 @@ class PoisonBatch(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.current_epoch == 0 and batch_idx in self.batches:
             batch.fill_(float("nan"))
+
+
+class FailOnRankZero(L.Callback):
+    """Raise on global rank 0 only, at ``step``: a crash of the process that owns the run dir."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_rank == 0 and trainer.global_step == self.step:
+            raise RuntimeError(f"injected failure on rank 0 at step {self.step}")

@@ -1,5 +1,6 @@
 """Long runs die: exact resume after SIGKILL, crash-safe saves, NaN policy, start-up validation, safe loading."""
 
+import json
 import os
 import subprocess
 import sys
@@ -210,3 +211,28 @@ def test_wandb_api_key_never_reaches_the_run_dir(tmp_path, monkeypatch):
     train(cfg)
     leaked = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked, leaked
+
+
+@pytest.mark.slow
+def test_rank_zero_failure_under_ddp_keeps_its_error(tmp_path):
+    """The launcher's watchdog must not mistake the workers it stops for a crash and swallow rank 0's error."""
+    run = tmp_path / "run"
+    result = run_train(
+        [
+            f"hydra.run.dir={run}",
+            f"paths.root_dir={tmp_path}",
+            "trainer=ddp_cpu",
+            *FAST_TRAINER,
+            *TINY_UNET,
+            "logger=csv",
+            "+callbacks.boom._target_=tests.robustness.helpers.FailOnRankZero",
+            "+callbacks.boom.step=2",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "injected failure on rank 0 at step 2" in result.stderr
+    assert "DDP rank 1 exited" not in result.stderr
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "failed" and "injected failure" in summary["error"]

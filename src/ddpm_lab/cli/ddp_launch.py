@@ -85,23 +85,23 @@ class DDPWorkers:
             for rank in range(1, self.num_processes)
         ]
         os.environ.update({**env, "LOCAL_RANK": "0", "RANK": "0"})
-        self.failed = threading.Event()
+        self._stop = threading.Event()  # set by join(), or by the watchdog when a worker dies
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
         self._watchdog.start()
 
     def _watch(self) -> None:
         # A dead worker would leave rank 0 blocked in a collective until the gloo/NCCL timeout: fail fast.
-        while not self.failed.is_set():
-            for proc in self.procs:
+        while not self._stop.is_set():
+            for rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
-                if code not in (None, 0):
-                    print(f"ddpm-train: DDP worker {proc.args[-1]} exited with code {code}; stopping.", file=sys.stderr)
-                    self.failed.set()
+                if code not in (None, 0) and not self._stop.is_set():  # not the workers join() itself kills
+                    print(f"ddpm-train: DDP rank {rank} exited with code {code}; stopping.", file=sys.stderr)
+                    self._stop.set()
                     self.kill()
                     os._exit(1)
             if all(proc.poll() == 0 for proc in self.procs):
                 return
-            threading.Event().wait(0.5)
+            self._stop.wait(0.5)
 
     def kill(self) -> None:
         for proc in self.procs:
@@ -109,11 +109,11 @@ class DDPWorkers:
                 proc.kill()
 
     def join(self, success: bool) -> None:
+        self._stop.set()  # first, so the watchdog does not take the kills below for a crash
         if not success:
             self.kill()
         for proc in self.procs:
             proc.wait()
-        self.failed.set()
         for key, value in self.saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
