@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ddpm_lab.bench import AUTOCAST, _sync, bench_lightning, bench_sampling
+from ddpm_lab.bench import AUTOCAST, _sync, add_workload_args, bench_lightning, bench_sampling
 
 
 def diffusers_unet(args: argparse.Namespace):
@@ -101,29 +101,16 @@ def bench_diffusers(args: argparse.Namespace, device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--channels", type=int, default=3)
     p.add_argument("--base", type=int, default=64)
     p.add_argument("--mults", type=int, nargs="+", default=[1, 2, 2, 2])
     p.add_argument("--res-blocks", type=int, default=2)
     p.add_argument("--attention", type=int, nargs="*", default=[16])
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
     p.add_argument(
         "--diffusers-precision",
         choices=sorted(AUTOCAST),
         help="diffusers' loop precision (default: --precision; its example trains in fp32)",
     )
-    p.add_argument("--channels-last", action="store_true", help="ddpm-lab's channels_last fast path")
-    p.add_argument("--compile", action="store_true", help="torch.compile both networks")
-    p.add_argument("--timesteps", type=int, default=1000)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--sample-steps", type=int, default=10)
-    p.add_argument("--sample-batch", type=int, default=16)
-    p.add_argument("--sample-repeats", type=int, default=3)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="write the results here")
+    add_workload_args(p, device="cpu")
     args = p.parse_args(argv)
     try:
         import diffusers
@@ -131,53 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         print("compare_diffusers.py needs diffusers: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    # ddpm-lab's UNet class with this workload's widths (unet_cifar10 with overrides), as a DiffusionModule.
     ours_args = argparse.Namespace(
+        **vars(args),
         model="unet_cifar10",
-        image_size=args.image_size,
-        channels=args.channels,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        channels_last=args.channels_last,
-        compile=args.compile,
+        model_overrides={
+            "base_channels": args.base,
+            "channel_mults": args.mults,
+            "num_res_blocks": args.res_blocks,
+            "attention_resolutions": args.attention,
+            "dropout": 0.0,
+        },
         fused=False,
-        timesteps=args.timesteps,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        sample_steps=args.sample_steps,
-        sample_batch=args.sample_batch,
-        sample_repeats=args.sample_repeats,
     )
-    import ddpm_lab.bench as bench
-
-    original = bench.build
-
-    def build_same_shape(a):  # the unet_cifar10 class with this workload's widths
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
-
-        module, shape = original(a)
-        cfg = OmegaConf.create(
-            {
-                "_target_": "ddpm_lab.models.UNet",
-                "base_channels": args.base,
-                "channel_mults": args.mults,
-                "num_res_blocks": args.res_blocks,
-                "attention_resolutions": args.attention,
-                "dropout": 0.0,
-            }
-        )
-        torch.manual_seed(0)
-        network = instantiate(cfg, sample_shape=list(shape), learned_variance=False)
-        from ddpm_lab.models import EMA
-
-        module.network, module.ema, module._train_network = network, EMA(network, 0.9999), network
-        return module, shape
-
-    bench.build = build_same_shape
     ours = bench_lightning(ours_args, device)
     module = ours.pop("module")
     ours_sampling = bench_sampling(module, ours_args, device)
-    bench.build = original
     theirs = bench_diffusers(
         argparse.Namespace(**{**vars(args), "precision": args.diffusers_precision or args.precision}), device
     )

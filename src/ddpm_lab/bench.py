@@ -63,7 +63,10 @@ class _StepTimer(L.Callback):
 
 def build(args: argparse.Namespace) -> tuple[DiffusionModule, tuple[int, ...]]:
     shape = (args.channels, args.image_size, args.image_size)
-    model_cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml")
+    # A conf/model preset, with optional overrides (compare_diffusers.py sets its workload's widths).
+    model_cfg = OmegaConf.merge(
+        OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml"), getattr(args, "model_overrides", None) or {}
+    )
     torch.manual_seed(0)
     network = instantiate(model_cfg, sample_shape=list(shape), learned_variance=False)
     diffusion = build_gaussian_diffusion("linear", args.timesteps)
@@ -199,26 +202,32 @@ def matmul_rate(
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
+def add_workload_args(p: argparse.ArgumentParser, device: str = "auto") -> argparse.ArgumentParser:
+    """The workload and timing flags shared by ddpm-bench and benchmarks/compare_diffusers.py."""
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--fused", action="store_true", help="fused AdamW (CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="ddpm-lab's channels_last fast path")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network(s)")
     p.add_argument("--timesteps", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--sample-repeats", type=int, default=3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=device)
+    p.add_argument("--json", help="write the results to this file")
+    return p
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
+    add_workload_args(p)
+    p.add_argument("--fused", action="store_true", help="fused AdamW (CUDA)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: bare,sample")
     p.add_argument("--mfu", action="store_true", help="model-FLOPs utilisation against the measured bf16 matmul rate")
-    p.add_argument("--json", help="write the results to this file")
     return p
 
 
