@@ -69,6 +69,16 @@ def tiny_data_dir(tmp_path: Path) -> Path:
     return data
 
 
+class PicklePayload:
+    """An object whose unpickling runs ``touch marker``: loaders must refuse it before it runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def run_train_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run ``python -m ddpm_lab.cli.train ARGS`` (a real Hydra app) offline; ``tests`` stays importable so tests
     can inject callbacks with +callbacks.NAME._target_=tests...."""

@@ -15,6 +15,7 @@ from ddpm_lab.data import (
     MNISTDataModule,
     Toy2DDataModule,
 )
+from tests.conftest import PicklePayload
 from tests.data_files import write_tiny_celeba, write_tiny_cifar10, write_tiny_mnist
 
 
@@ -126,13 +127,7 @@ def test_malicious_cifar_batch_is_refused(tmp_path):
     folder = write_tiny_cifar10(tmp_path)
     marker = tmp_path / "pwned"
 
-    class Payload:
-        def __reduce__(self):
-            import os
-
-            return (os.system, (f"touch {marker}",))
-
-    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": Payload()}))
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": PicklePayload(marker)}))
     with pytest.raises(DatasetFilesError, match=r"data_batch_3 is not a readable CIFAR-10 batch.*refusing"):
         CIFAR10DataModule(data_dir=tmp_path, download=False).setup()
     assert not marker.exists()

@@ -18,6 +18,7 @@ from ddpm_lab.metrics import (
     resolve_inception_weights,
 )
 from ddpm_lab.metrics.inception import default_weights_path
+from tests.conftest import PicklePayload
 
 
 def write_folder(folder, seed, n=12, size=16, shift=0):
@@ -162,14 +163,8 @@ def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
 def test_malicious_weights_file_is_refused(tmp_path):
     marker = tmp_path / "pwned"
 
-    class Payload:
-        def __reduce__(self):
-            import os
-
-            return (os.system, (f"touch {marker}",))
-
     path = tmp_path / "evil.pth"
-    torch.save({"fc.weight": Payload()}, path)
+    torch.save({"fc.weight": PicklePayload(marker)}, path)
     with pytest.raises(InceptionWeightsError, match=r"refused by torch\.load"):
         resolve_inception_weights(path)
     assert not marker.exists()

@@ -1,7 +1,6 @@
 """Long runs die: exact resume after SIGKILL, crash-safe saves, NaN policy, start-up validation, safe loading."""
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import torch
 
 from ddpm_lab.cli.train import train
 from ddpm_lab.cli.validation import ConfigError
-from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
+from tests.conftest import FAST_TRAINER, TINY_UNET, PicklePayload, compose_config
 from tests.conftest import run_train_cli as run_train
 
 ROOT = Path(__file__).parents[2]
@@ -109,12 +108,8 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path):
 
     marker = tmp_path / "pwned"
 
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
     evil = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {}, "ddpm_lab": {"config": "x: 1"}, "payload": Payload()}, evil)
+    torch.save({"state_dict": {}, "ddpm_lab": {"config": "x: 1"}, "payload": PicklePayload(marker)}, evil)
     with pytest.raises(ValueError, match=r"(?s)refusing to load .*evil\.ckpt.*weights_only=True"):
         module_from_checkpoint(evil)
     result = run_train(
