@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ddpm_lab.cli.evaluate import evaluate
 from ddpm_lab.cli.train import train
 from ddpm_lab.data import DigitsDataModule
 from ddpm_lab.metrics import GaussianStats, InceptionFeatures, InceptionWeightsError, frechet_distance
@@ -54,6 +55,34 @@ def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, incepti
         cache=False,
     )
     assert summary["final"]["val/fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+
+    # ddpm-eval on the same checkpoint: loss, FID/KID/IS with its protocol, NLL, and a leaderboard record.
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    eval_cfg = compose_config(
+        "eval",
+        tmp_path / "eval",
+        [
+            f"ckpt_path={ckpt}",
+            f"metrics.inception_weights={inception_weights}",
+            f"metrics.cache_dir={tmp_path / 'cache'}",
+            "metrics.fid.num_samples=5",
+            "metrics.fid.batch_size=5",
+            "metrics.fid.steps=2",
+            "metrics.fid.progress=false",
+            "metrics.fid.reference_num_images=20",
+            "metrics.nll.num_images=4",
+            "metrics.nll.progress=false",
+            "limit_batches=1",
+            "device=cpu",
+        ],
+    )
+    record = evaluate(eval_cfg)
+    metrics = record["metrics"]
+    assert {"val/loss", "val/fid", "val/kid_mean", "val/is", "val/nll_bpd"} <= set(metrics)
+    assert record["fid_protocol"]["num_samples"] == 5 and record["fid_protocol"]["sampler_steps"] == 2
+    eval_summary = json.loads((tmp_path / "eval" / "run" / "metrics.json").read_text())
+    assert eval_summary["status"] == "completed" and eval_summary["choices"]["steps"] == 2
+    assert eval_summary["final"]["val/fid"] == pytest.approx(metrics["val/fid"])
 
 
 def test_missing_weights_stop_at_start_up_and_skip_works(tmp_path, monkeypatch):

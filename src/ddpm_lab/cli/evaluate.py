@@ -40,7 +40,10 @@ def evaluate(cfg: DictConfig) -> dict:
     if getattr(datamodule, "kind", "image") == "points":
         callbacks = [SampleDistanceCallback()]
     else:
-        callbacks = [*build_callbacks(OmegaConf.create({"metrics": cfg.metrics})), _EvaluateAtEnd()]
+        callbacks = [
+            *build_callbacks(OmegaConf.create({"metrics": OmegaConf.to_container(cfg.metrics, resolve=True)})),
+            _EvaluateAtEnd(),
+        ]
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
