@@ -215,3 +215,12 @@ def test_seeded_sampling_regression_number():
 
 
 REGRESSION = {"ddim": 1.7088322639465332, "ddpm": 0.7922244071960449}
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "cifar10_ddpm", "toy_moons"])
+def test_debug_presets_win_over_any_experiment(tmp_path, experiment):
+    cfg = compose_config("train", tmp_path, [f"experiment={experiment}", "debug=default"])
+    assert (cfg.trainer.max_steps, cfg.trainer.accelerator, cfg.trainer.val_check_interval) == (20, "cpu", 10)
+    assert cfg.metrics.fid is None and cfg.sampling.steps == 5 and "wandb" not in (cfg.get("logger") or {})
+    overfit = compose_config("train", tmp_path, [f"experiment={experiment}", "debug=overfit"])
+    assert overfit.trainer.max_steps == 200 and overfit.trainer.overfit_batches == 2
