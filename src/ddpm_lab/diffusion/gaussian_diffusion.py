@@ -328,7 +328,17 @@ class GaussianDiffusion:
         from .sampling import sample_loop
 
         return sample_loop(
-            self, model, shape, sampler, steps, eta, generator, clip_denoised, progress, return_trajectory, device
+            self,
+            model,
+            shape,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
+            generator=generator,
+            clip_denoised=clip_denoised,
+            progress=progress,
+            return_trajectory=return_trajectory,
+            device=device,
         )
 
     def nll_bits_per_dim(
@@ -343,4 +353,12 @@ class GaussianDiffusion:
         """Per-example NLL bound in bits/dim for 8-bit data x0 in [-1, 1]; see ``ddpm_lab.diffusion.nll``."""
         from .nll import nll_bits_per_dim
 
-        return nll_bits_per_dim(self, model, x0, generator, clip_denoised, return_terms, progress)
+        return nll_bits_per_dim(
+            self,
+            model,
+            x0,
+            generator=generator,
+            clip_denoised=clip_denoised,
+            return_terms=return_terms,
+            progress=progress,
+        )
