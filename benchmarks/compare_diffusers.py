@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-from ddpm_lab.bench import AUTOCAST, _sync, add_workload_args, bench_lightning, bench_sampling
+from ddpm_lab.bench import (
+    AUTOCAST,
+    WindowTimer,
+    _sync,
+    add_workload_args,
+    bench_lightning,
+    bench_sampling,
+    timing_window,
+)
 
 
 def diffusers_unet(args: argparse.Namespace):
@@ -57,10 +65,10 @@ def bench_diffusers(args: argparse.Namespace, device: torch.device) -> dict:
     optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-4)
     data = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device) * 2 - 1
     dtype = AUTOCAST[args.precision]
-    times = []
-    for i in range(args.warmup + args.repeats):
-        _sync(device)
-        start = time.perf_counter()
+    window = timing_window(args, device)
+    timer = WindowTimer(args.warmup, window, device)  # timed as ddpm-lab's step is
+    for _ in range(args.warmup + args.repeats * window):
+        timer.step_start()
         noise = torch.randn_like(data)
         t = torch.randint(0, args.timesteps, (args.batch_size,), device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -71,10 +79,8 @@ def bench_diffusers(args: argparse.Namespace, device: torch.device) -> dict:
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         ema.step(unet.parameters())
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    step = statistics.median(times)
+        timer.step_end()
+    step = statistics.median(timer.times)
     unet.eval()
     scheduler.set_timesteps(args.sample_steps)
     sample_times = []
@@ -129,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "attention_resolutions": args.attention,
             "dropout": 0.0,
         },
-        fused=False,
+        fused="auto",  # ddpm-lab's default (module.fused_optimizer=auto); diffusers' example uses plain AdamW
     )
     ours = bench_lightning(ours_args, device)
     module = ours.pop("module")

@@ -6,8 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from ddpm_lab.bench import main as bench_main
+from ddpm_lab.cli import CONFIG_DIR
 
 ROOT = Path(__file__).parents[1]
 
@@ -20,6 +24,8 @@ def test_ddpm_bench_reports_train_sampling_overhead_and_mfu(tmp_path):
             [
                 "--model",
                 "unet_tiny",
+                "--set",
+                "base_channels=64",
                 "--image-size",
                 "8",
                 "--channels",
@@ -48,12 +54,18 @@ def test_ddpm_bench_reports_train_sampling_overhead_and_mfu(tmp_path):
         == 0
     )
     result = json.loads(out.read_text())
+    tiny = OmegaConf.load(CONFIG_DIR / "model" / "unet_tiny.yaml")
+    wider = instantiate(tiny, sample_shape=[1, 8, 8], learned_variance=False, base_channels=64)
+    assert result["parameters"] == sum(p.numel() for p in wider.parameters())  # --set reached the network
     lightning, bare = result["train_lightning"], result["train_bare_loop"]
     assert lightning["images_per_s"] == pytest.approx(4 / lightning["step_s"])
     assert result["lightning_overhead"] == pytest.approx(lightning["step_s"] / bare["step_s"] - 1)
     sampling = result["sampling"]
     assert sampling["ddim_2_images_per_s"] > 0 and sampling["ddpm_full_50_images_per_s_estimated"] > 0
-    assert result["mfu"]["mfu"] > 0 and result["mfu"]["train_flops_per_step"] > 1e6
+    mfu = result["mfu"]
+    assert mfu["matmul_dtype"] == "float32"  # the run's precision (32-true), not bf16
+    assert mfu["mfu"] == pytest.approx(mfu["train_flops_per_step"] / lightning["step_s"] / mfu["matmul_flops_per_s"])
+    assert mfu["train_flops_per_step"] > 1e6
 
 
 @pytest.mark.slow
@@ -94,3 +106,39 @@ def test_compare_diffusers_runs_the_same_workload(tmp_path):
     result = json.loads(out.read_text())
     assert result["parameter_ratio"] == pytest.approx(1.0, abs=0.05)
     assert result["train_speedup"] > 0 and result["sample_speedup"] > 0
+
+
+def test_window_timer_times_whole_windows_after_the_warmup(monkeypatch):
+    import ddpm_lab.bench as bench
+
+    clock = iter(range(0, 1000, 1))  # each perf_counter call is one second later
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    timer = bench.WindowTimer(warmup=2, window=3, device=torch.device("cpu"))
+    reads = []
+    for _ in range(2 + 2 * 3):
+        timer.step_start()
+        timer.step_end()
+        reads.append(len(timer.times))
+    # the clock is read only at the start and the end of each window: 1 s apart, over 3 steps
+    assert reads == [0, 0, 0, 0, 1, 1, 1, 2] and timer.times == pytest.approx([1 / 3, 1 / 3])
+
+
+def test_profile_groups_device_time_by_kernel_family():
+    from ddpm_lab.profiling import profile_steps
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    conv = torch.nn.Conv2d(4, 8, 3)
+    x = torch.randn(2, 4, 16, 16)
+    result = profile_steps(lambda: (a @ b, conv(x)), torch.device("cpu"), steps=3)
+    families = result["ms_per_step_by_family"]
+    assert families["convolution / matmul"] > 0
+    assert list(families.values()) == sorted(families.values(), reverse=True)
+    assert any("mm" in name or "conv" in name for name in result["top_kernels_ms_per_step"])
+
+
+def test_gpu_suite_script_is_valid_bash_and_names_every_run():
+    script = ROOT / "benchmarks" / "gpu_suite.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for run in ("bench_bf16_fast", "bench_fp32_eager", "compare_diffusers", "bench_bf16_cudagraphs"):
+        assert f"run {run} " in text

@@ -27,13 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 from .cli import CONFIG_DIR
 from .diffusion import build_gaussian_diffusion
 from .lightning import DiffusionModule
+from .lightning.module import COMPILE_MODES
+from .profiling import profile_steps
+from .profiling import synchronize as _sync
 
 AUTOCAST = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _Synthetic(Dataset):
@@ -48,24 +46,51 @@ class _Synthetic(Dataset):
         return self.data[index]
 
 
-class _StepTimer(L.Callback):
-    def __init__(self) -> None:
+class WindowTimer(L.Callback):
+    """Seconds per step, over windows of ``window`` steps after ``warmup`` steps.
+
+    The device is synchronised only at the edges of a window, so inside it the host queues work ahead of the GPU
+    as in real training: per-step host work (Lightning's hooks, data loading) costs time only where it is not
+    hidden behind device work. ``times`` holds one figure per window: its seconds divided by ``window``.
+    """
+
+    def __init__(self, warmup: int, window: int, device: torch.device) -> None:
+        self.warmup, self.window, self.device = warmup, window, device
         self.times: list[float] = []
+        self._step = 0
+        self._start = 0.0
+
+    def step_start(self) -> None:
+        offset = self._step - self.warmup
+        if offset >= 0 and offset % self.window == 0:
+            _sync(self.device)
+            self._start = time.perf_counter()
+
+    def step_end(self) -> None:
+        offset = self._step - self.warmup
+        self._step += 1
+        if offset >= 0 and (offset + 1) % self.window == 0:
+            _sync(self.device)
+            self.times.append((time.perf_counter() - self._start) / self.window)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        _sync(pl_module.device)
-        self._start = time.perf_counter()
+        self.step_start()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        _sync(pl_module.device)
-        self.times.append(time.perf_counter() - self._start)
+        self.step_end()
+
+
+def timing_window(args: argparse.Namespace, device: torch.device) -> int:
+    return args.window or (10 if device.type == "cuda" else 1)
 
 
 def build(args: argparse.Namespace) -> tuple[DiffusionModule, tuple[int, ...]]:
     shape = (args.channels, args.image_size, args.image_size)
     # A conf/model preset, with optional overrides (compare_diffusers.py sets its workload's widths).
     model_cfg = OmegaConf.merge(
-        OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml"), getattr(args, "model_overrides", None) or {}
+        OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml"),
+        OmegaConf.from_dotlist(getattr(args, "set", None) or []),
+        getattr(args, "model_overrides", None) or {},
     )
     torch.manual_seed(0)
     network = instantiate(model_cfg, sample_shape=list(shape), learned_variance=False)
@@ -80,16 +105,23 @@ def build(args: argparse.Namespace) -> tuple[DiffusionModule, tuple[int, ...]]:
         ema_decay=0.9999,
         channels_last=args.channels_last,
         compile_network=args.compile,
-        fused_optimizer=args.fused,
+        compile_mode=args.compile_mode,
+        fused_optimizer={"on": True, "off": False}.get(args.fused, "auto"),
     )
     return module, shape
 
 
 def bench_lightning(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     module, shape = build(args)
-    steps = args.warmup + args.repeats
-    loader = DataLoader(_Synthetic(shape, args.batch_size * steps), batch_size=args.batch_size, drop_last=True)
-    timer = _StepTimer()
+    window = timing_window(args, device)
+    steps = args.warmup + args.repeats * window
+    loader = DataLoader(
+        _Synthetic(shape, args.batch_size * steps),
+        batch_size=args.batch_size,
+        drop_last=True,
+        pin_memory=device.type == "cuda",  # as the DataModules do: the host-to-device copy is then asynchronous
+    )
+    timer = WindowTimer(args.warmup, window, device)
     trainer = L.Trainer(
         accelerator=device.type,
         devices=1,
@@ -102,11 +134,13 @@ def bench_lightning(args: argparse.Namespace, device: torch.device) -> dict[str,
         callbacks=[timer],
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        gradient_clip_val=1.0,  # as conf/trainer/default.yaml, the bare loop and compare_diffusers.py
+        benchmark=device.type == "cuda",  # cuDNN autotuning, as conf/trainer/gpu.yaml
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     trainer.fit(module, train_dataloaders=loader)
-    step = statistics.median(timer.times[args.warmup :])
+    step = statistics.median(timer.times)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return {"step_s": step, "images_per_s": args.batch_size / step, "peak_memory_mib": peak, "module": module}
 
@@ -120,17 +154,14 @@ def bench_bare_loop(args: argparse.Namespace, device: torch.device) -> dict[str,
     if channels_last:
         network.to(memory_format=torch.channels_last)
         module.ema.module.to(memory_format=torch.channels_last)
-    call = torch.compile(network) if args.compile else network
-    fused = {"fused": True} if device.type == "cuda" and args.fused in (True, "auto") else {}
-    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, **fused)
+    call = torch.compile(network, mode=args.compile_mode) if args.compile else network
+    optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, **module.fused_optimizer_kwargs())
     data = _Synthetic(shape, args.batch_size).data.to(device)
     if channels_last:
         data = data.contiguous(memory_format=torch.channels_last)
     dtype = AUTOCAST[args.precision]
-    times = []
-    for i in range(args.warmup + args.repeats):
-        _sync(device)
-        start = time.perf_counter()
+
+    def train_step() -> None:
         t = torch.randint(0, diffusion.num_timesteps, (args.batch_size,), device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = diffusion.training_losses(call, data, t)["loss"].mean()
@@ -139,11 +170,20 @@ def bench_bare_loop(args: argparse.Namespace, device: torch.device) -> dict[str,
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
         module.ema.update(network)
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    step = statistics.median(times)
-    return {"step_s": step, "images_per_s": args.batch_size / step}
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    window = timing_window(args, device)
+    timer = WindowTimer(args.warmup, window, device)
+    for _ in range(args.warmup + args.repeats * window):
+        timer.step_start()
+        train_step()
+        timer.step_end()
+    step = statistics.median(timer.times)
+    result: dict[str, Any] = {"step_s": step, "images_per_s": args.batch_size / step}
+    if getattr(args, "profile", False):
+        result["profile"] = profile_steps(train_step, device, window)
+    return result
 
 
 @torch.no_grad()
@@ -189,7 +229,7 @@ def matmul_rate(
 ) -> float:
     """Measured dense matmul FLOP/s of this device in ``dtype`` (the MFU denominator)."""
     if device.type != "cuda":
-        size, repeats = 1024, 5
+        size, repeats = 1024, 10
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
@@ -210,9 +250,16 @@ def add_workload_args(p: argparse.ArgumentParser, device: str = "auto") -> argpa
     p.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
     p.add_argument("--channels-last", action="store_true", help="ddpm-lab's channels_last fast path")
     p.add_argument("--compile", action="store_true", help="torch.compile the network(s)")
+    p.add_argument("--compile-mode", default="default", choices=COMPILE_MODES, help="torch.compile's mode")
     p.add_argument("--timesteps", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=10, help="timed windows (the figure is their median)")
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="training steps per timed window, synchronised only at its edges (0: 10 on CUDA, 1 on CPU)",
+    )
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--sample-repeats", type=int, default=3)
@@ -224,10 +271,28 @@ def add_workload_args(p: argparse.ArgumentParser, device: str = "auto") -> argpa
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an option of the model preset (repeatable), e.g. --set base_channels=64 --set dropout=0",
+    )
     add_workload_args(p)
-    p.add_argument("--fused", action="store_true", help="fused AdamW (CUDA)")
+    p.add_argument(
+        "--fused",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="fused AdamW: auto (the default of module.fused_optimizer: on where torch has the kernel, CUDA and "
+        "CPU), on, off",
+    )
     p.add_argument("--skip", default="", help="comma list of parts to skip: bare,sample")
-    p.add_argument("--mfu", action="store_true", help="model-FLOPs utilisation against the measured bf16 matmul rate")
+    p.add_argument("--profile", action="store_true", help="profile the bare loop: device time by kernel family")
+    p.add_argument(
+        "--mfu",
+        action="store_true",
+        help="model-FLOPs utilisation against the matmul rate, in the run's precision, measured in the same run",
+    )
     return p
 
 
@@ -235,7 +300,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .cli.common import resolve_device
 
     device = resolve_device(args.device)
-    args.fused = bool(args.fused)
     lightning = bench_lightning(args, device)
     module = lightning.pop("module")
     result: dict[str, Any] = {
@@ -254,11 +318,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "sample" not in skip:
         result["sampling"] = bench_sampling(module, args, device)
     if args.mfu:
-        flops = training_flops(args, device)
-        rate = matmul_rate(device)
+        # Against the dense matmul rate of the precision the network computes in (bf16 under bf16-mixed).
+        dtype = AUTOCAST[args.precision] or torch.float32
+        flops, rate = training_flops(args, device), matmul_rate(device, dtype)
         result["mfu"] = {
             "train_flops_per_step": flops,
-            "bf16_matmul_flops_per_s": rate,
+            "matmul_dtype": str(dtype).removeprefix("torch."),
+            "matmul_flops_per_s": rate,
             "mfu": flops / lightning["step_s"] / rate,
         }
     return result
@@ -281,7 +347,12 @@ def print_table(result: dict[str, Any]) -> None:
     if result["train_lightning"]["peak_memory_mib"] is not None:
         table.add_row("peak GPU memory (MiB)", f"{result['train_lightning']['peak_memory_mib']:.0f}")
     if "mfu" in result:
-        table.add_row("model FLOPs utilisation (vs measured bf16 matmul)", f"{100 * result['mfu']['mfu']:.1f}%")
+        mfu = result["mfu"]
+        table.add_row(f"model FLOPs utilisation (vs measured {mfu['matmul_dtype']} matmul)", f"{100 * mfu['mfu']:.1f}%")
+    profile = result.get("train_bare_loop", {}).get("profile")
+    if profile:
+        for family, ms in profile["ms_per_step_by_family"].items():
+            table.add_row(f"bare-loop step time: {family} (ms/step)", f"{ms:.2f}")
     for key, value in result.get("sampling", {}).items():
         if "images_per_s" in key:
             table.add_row(f"sampling {key.replace('_images_per_s', '')} images/s", f"{value:.2f}")

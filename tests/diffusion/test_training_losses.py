@@ -148,3 +148,37 @@ def test_core_imports_neither_lightning_nor_hydra():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_loss_aware_ring_buffer_matches_a_sequential_update():
+    # Repeated timesteps in one batch, and one timestep (3) seen more often than the history holds.
+    T, H = 6, 3
+    sampler = LossAwareTimestepSampler(T, history_per_term=H)
+    history, counts = torch.zeros(T, H, dtype=torch.float64), torch.zeros(T, dtype=torch.long)
+    gen = torch.Generator().manual_seed(4)
+    for batch in range(4):
+        t = torch.cat([torch.randint(0, T, (7,), generator=gen), torch.full((5,), 3)])[
+            torch.randperm(12, generator=gen)
+        ]
+        losses = torch.rand(12, generator=gen, dtype=torch.float64) + batch
+        sampler.update(t, losses)
+        for step, loss in zip(t.tolist(), losses.tolist(), strict=True):  # the plain ring buffer, one at a time
+            history[step, counts[step] % H] = loss
+            counts[step] += 1
+        assert torch.equal(sampler.counts, counts) and torch.equal(sampler.history, history)
+
+
+def test_timestep_draws_follow_p_and_come_back_on_the_requested_device():
+    T = 8
+    sampler = LossAwareTimestepSampler(T, history_per_term=2, uniform_prob=0.0)
+    for _ in range(2):
+        sampler.update(torch.arange(T), torch.arange(1.0, T + 1))
+    p = sampler.probabilities()
+    torch.testing.assert_close(p, torch.arange(1.0, T + 1, dtype=torch.float64) / 36)
+    t, w = sampler.sample(400_000, device="cpu", generator=torch.Generator().manual_seed(1))
+    frequencies = torch.bincount(t, minlength=T).double() / t.numel()
+    torch.testing.assert_close(frequencies, p, atol=2e-3, rtol=0)  # 4 sigma of a binomial at n = 400k
+    torch.testing.assert_close(w, (1 / (T * p[t])).float())
+    assert sampler.warmed_up().dtype == torch.bool and sampler.warmed_up().item()
+    t, w = UniformTimestepSampler(T).sample(5, device="meta")
+    assert t.device.type == "meta" and w.device.type == "meta"

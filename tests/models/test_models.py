@@ -113,3 +113,32 @@ def test_ema_is_in_the_owners_state_dict_and_always_eval():
     assert not owner.ema.module.training
     with pytest.raises(ValueError, match="EMA decay must be in"):
         EMA(owner.net, decay=1.5)
+
+
+def test_ema_decay_warmup_continues_from_a_loaded_count():
+    net = torch.nn.Linear(2, 1)
+    trained = EMA(net, decay=0.9999)
+    for _ in range(5):
+        trained.update(net)
+    restored = EMA(net, decay=0.9999)
+    assert restored.current_decay() == pytest.approx(1 / 10)  # n = 0
+    restored.load_state_dict(trained.state_dict())  # the host copy of the count is refreshed
+    assert restored.current_decay() == pytest.approx(6 / 15) == trained.current_decay()
+    restored.update(net)
+    assert int(restored.num_updates) == 6 and restored.current_decay() == pytest.approx(7 / 16)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_attention_block_is_single_head_softmax_attention(memory_format):
+    from ddpm_lab.models.unet_blocks import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(64).to(memory_format=memory_format)
+    torch.nn.init.normal_(block.proj.weight, std=0.1)  # zero-initialised: give the branch something to show
+    x = torch.randn(2, 64, 4, 4).contiguous(memory_format=memory_format)
+    h = block.qkv(block.norm(x)).flatten(2)  # (B, 3C, HW)
+    q, k, v = h.chunk(3, dim=1)  # (B, C, HW) each
+    attention = torch.softmax(q.transpose(1, 2) @ k / 64**0.5, dim=-1)  # (B, HW, HW): softmax(q k^T / sqrt(C))
+    expected = x + block.proj((v @ attention.transpose(1, 2)).reshape(2, 64, 4, 4))
+    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+    assert block(x).is_contiguous(memory_format=memory_format)

@@ -179,6 +179,16 @@ BAD_CONFIGS = [
         r"metrics.fid.num_samples=1 is not valid",
     ),
     (["model=mlp"], r"model=mlp is for 2-D point data"),
+    (["module.channels_last=yes"], r"module.channels_last='yes' is not valid; allowed values: True, False, auto"),
+    (["module.compile_mode=fastest"], r"module.compile_mode='fastest' is not valid; allowed values: default, reduce"),
+    (
+        ["module.fused_optimizer=true", "optimizer._target_=torch.optim.RMSprop", "~optimizer.betas"],
+        r"optimizer torch.optim.RMSprop has no fused implementation.*module.fused_optimizer=auto",
+    ),
+    (
+        ["module.fused_optimizer=true", "trainer.precision=16-mixed", "trainer.gradient_clip_val=1.0"],
+        r"fused_optimizer=true cannot be combined with trainer.precision=16-mixed and trainer.gradient_clip_val=1.0",
+    ),
     (["experiment=toy_moons", "model=unet_tiny"], r"model=UNet is for images"),
 ]
 

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion import GaussianDiffusion
@@ -47,6 +48,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
         max_consecutive_nonfinite=cfg.module.get("max_consecutive_nonfinite", 10),
         channels_last=cfg.module.get("channels_last", "auto"),
         compile_network=cfg.module.get("compile_network", False),
+        compile_mode=cfg.module.get("compile_mode", "default"),
         fused_optimizer=cfg.module.get("fused_optimizer", "auto"),
     )
 
@@ -55,7 +57,10 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The callbacks group plus the metrics group's FID and NLL callbacks (where not null)."""
     metrics = cfg.get("metrics") or {}
     nodes = [*(cfg.get("callbacks") or {}).values(), metrics.get("fid"), metrics.get("nll")]
-    return [instantiate(c) for c in nodes if c is not None and "_target_" in c]
+    callbacks = [instantiate(c) for c in nodes if c is not None and "_target_" in c]
+    if not (cfg.get("trainer") or {}).get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, wandb_fields: dict[str, Any] | None = None) -> list:

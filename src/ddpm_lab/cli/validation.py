@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
+from ..lightning.module import COMPILE_MODES, optimizer_takes_fused
 from ..metrics import resolve_inception_weights
 
 
@@ -36,6 +37,7 @@ def validate_config(cfg: DictConfig) -> None:
             "Use loss=hybrid (L_simple + lambda L_vlb, IDDPM) or loss=kl, or a fixed variance "
             "(variance=fixed_small or fixed_large)."
         )
+    validate_fast_paths(cfg)
     validate_model_for_data(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
     if fid is not None and fid.get("num_samples", 2) < 2:
@@ -54,6 +56,33 @@ def validate_config(cfg: DictConfig) -> None:
     steps = cfg.sampling.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")
+
+
+def validate_fast_paths(cfg: DictConfig) -> None:
+    """module.channels_last / fused_optimizer (true, false, auto) and compile_network (true, false)."""
+    module = cfg.module
+    _choice("module.channels_last", module.get("channels_last", "auto"), (True, False, "auto"))
+    _choice("module.fused_optimizer", module.get("fused_optimizer", "auto"), (True, False, "auto"))
+    _choice("module.compile_network", module.get("compile_network", False), (True, False))
+    _choice("module.compile_mode", module.get("compile_mode", "default"), COMPILE_MODES)
+    if module.get("fused_optimizer") is True:
+        from hydra.utils import get_class
+
+        target = cfg.optimizer._target_
+        if not optimizer_takes_fused(get_class(target)):
+            raise ConfigError(
+                f"module.fused_optimizer=true but optimizer {target} has no fused implementation (torch has fused "
+                "Adam, AdamW, SGD and Adagrad). Use module.fused_optimizer=auto (fused where available) or false."
+            )
+    clip = (cfg.get("trainer") or {}).get("gradient_clip_val") or 0
+    if module.get("fused_optimizer") is True and str(cfg.trainer.get("precision")) in ("16-mixed", "16") and clip > 0:
+        # Lightning cannot clip the gradients of an optimizer that unscales them inside its fused step.
+        raise ConfigError(
+            "module.fused_optimizer=true cannot be combined with trainer.precision=16-mixed and "
+            f"trainer.gradient_clip_val={clip}: the fused step unscales the fp16 gradients itself, so they "
+            "cannot be clipped before it. Use module.fused_optimizer=auto (falls back to the foreach optimizer "
+            "here), trainer.precision=bf16-mixed, or trainer.gradient_clip_val=null."
+        )
 
 
 def validate_model_for_data(cfg: DictConfig) -> None:

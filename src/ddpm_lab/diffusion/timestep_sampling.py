@@ -13,23 +13,33 @@ TIMESTEP_SAMPLERS = ("uniform", "loss_aware")
 
 
 class TimestepSampler:
+    """p(t) over T timesteps. ``adaptive`` samplers learn p(t) from the losses given to ``update``."""
+
+    adaptive = False
+
     def __init__(self, num_timesteps: int) -> None:
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}.")
         self.num_timesteps = num_timesteps
 
-    def probabilities(self) -> torch.Tensor:
+    def probabilities(self, device: torch.device | str | None = None) -> torch.Tensor:
         """p(t) as a float64 tensor of shape (T,)."""
-        return torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64)
+        return torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64, device=device)
 
     def sample(
         self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (t, weights): int64 (B,) timesteps and float32 (B,) importance weights 1/(T p(t))."""
-        p = self.probabilities()
-        gen_device = generator.device if generator is not None else "cpu"
-        t = torch.multinomial(p.to(gen_device).float(), batch_size, replacement=True, generator=generator)
-        weights = 1.0 / (self.num_timesteps * p.to(t.device)[t])
+        """Return (t, weights): int64 (B,) timesteps t ~ p(t) and float32 (B,) importance weights 1/(T p(t)).
+
+        Drawn by inverse CDF on the generator's device (``device`` without one): no value goes through the host,
+        so on a GPU the training step never waits for it.
+        """
+        draw = generator.device if generator is not None else torch.device(device)
+        p = self.probabilities(draw)
+        cdf = torch.cumsum(p, dim=0)
+        u = torch.rand(batch_size, dtype=p.dtype, device=draw, generator=generator) * cdf[-1]
+        t = torch.searchsorted(cdf, u, right=True).clamp_(max=self.num_timesteps - 1)
+        weights = 1.0 / (self.num_timesteps * p[t])
         return t.to(device), weights.float().to(device)
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
@@ -43,38 +53,72 @@ class TimestepSampler:
 
 
 class UniformTimestepSampler(TimestepSampler):
-    pass
+    def sample(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """t ~ U{0..T-1} (B,) int64 and weights 1 (B,) float32, drawn on the device (no host round trip)."""
+        draw = generator.device if generator is not None else torch.device(device)
+        t = torch.randint(0, self.num_timesteps, (batch_size,), device=draw, generator=generator)
+        return t.to(device), torch.ones(batch_size, device=device)
 
 
 class LossAwareTimestepSampler(TimestepSampler):
+    """The history lives on the device of the losses it is given, and every operation stays there."""
+
+    adaptive = True
+
     def __init__(self, num_timesteps: int, history_per_term: int = 10, uniform_prob: float = 0.001) -> None:
         super().__init__(num_timesteps)
         if not 0.0 <= uniform_prob <= 1.0:
             raise ValueError(f"uniform_prob must be in [0, 1], got {uniform_prob}.")
+        if history_per_term < 1:
+            raise ValueError(f"history_per_term must be >= 1, got {history_per_term}.")
         self.history_per_term = history_per_term
         self.uniform_prob = uniform_prob
-        self.history = torch.zeros(num_timesteps, history_per_term, dtype=torch.float64)
+        # A ring buffer of the last H losses per timestep, plus one scratch column (see update).
+        self._ring = torch.zeros(num_timesteps, history_per_term + 1, dtype=torch.float64)
         self.counts = torch.zeros(num_timesteps, dtype=torch.long)
 
-    def warmed_up(self) -> bool:
-        return bool((self.counts >= self.history_per_term).all())
+    @property
+    def history(self) -> torch.Tensor:
+        """(T, H) float64: the last H losses of each timestep (in ring order)."""
+        return self._ring[:, : self.history_per_term]
 
-    def probabilities(self) -> torch.Tensor:
-        if not self.warmed_up():
-            return super().probabilities()
-        weights = (self.history**2).mean(dim=1).sqrt()
-        weights = weights / weights.sum()
-        return weights * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+    def _move(self, device: torch.device | str) -> None:
+        device = torch.device(device)
+        if self.counts.device != device:
+            self._ring, self.counts = self._ring.to(device), self.counts.to(device)
+
+    def warmed_up(self) -> torch.Tensor:
+        """A bool scalar tensor: every timestep has H losses (kept on the device: no host sync)."""
+        return (self.counts >= self.history_per_term).all()
+
+    def probabilities(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """sqrt(E[L_t^2]) normalised, mixed with uniform_prob of the uniform p(t); uniform until warmed up."""
+        if device is not None:
+            self._move(device)
+        uniform = super().probabilities(self.counts.device)
+        rms = (self.history**2).mean(dim=1).sqrt()
+        adaptive = rms / rms.sum() * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+        return torch.where(self.warmed_up(), adaptive, uniform)
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        # A ring buffer per timestep: the newest loss replaces the oldest once the row is full.
-        for step, loss in zip(t.detach().cpu().tolist(), losses.detach().double().cpu().tolist(), strict=True):
-            slot = int(self.counts[step]) % self.history_per_term
-            self.history[step, slot] = loss
-            self.counts[step] += 1
+        """Append each loss to its timestep's ring buffer, in batch order, with tensor operations only."""
+        self._move(t.device)
+        order = torch.argsort(t.detach(), stable=True)
+        t, losses = t.detach()[order].long(), losses.detach()[order].to(self._ring.dtype)
+        rank = torch.arange(t.numel(), device=t.device) - torch.searchsorted(t, t)  # position among equal t
+        per_t = torch.bincount(t, minlength=self.num_timesteps)
+        slot = (self.counts[t] + rank) % self.history_per_term
+        # Only the last H losses of a timestep survive; the earlier ones of a batch that brings more than H
+        # are written to the scratch column instead (a mask would need the host to learn its size).
+        survives = rank >= per_t[t] - self.history_per_term
+        slot = torch.where(survives, slot, torch.full_like(slot, self.history_per_term))
+        self._ring[t, slot] = losses
+        self.counts += per_t
 
     def state_dict(self) -> dict:
-        return {"history": self.history.clone(), "counts": self.counts.clone()}
+        return {"history": self.history.cpu().clone(), "counts": self.counts.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         self.history.copy_(state["history"])

@@ -24,9 +24,21 @@ class EMA(nn.Module):
         self.warmup = warmup
         self.module = copy.deepcopy(network).eval().requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # A host-side copy of num_updates: reading the buffer each step would stall the host on the GPU. Read
+        # once (lazily) and again after a load_state_dict, which may change the buffer.
+        self._host_updates: int | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._host_updates = None  # the loaded num_updates is read again at the next update
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _updates_so_far(self) -> int:
+        if self._host_updates is None:
+            self._host_updates = int(self.num_updates)
+        return self._host_updates
 
     def current_decay(self) -> float:
-        n = int(self.num_updates)
+        n = self._updates_so_far()
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
@@ -39,6 +51,7 @@ class EMA(nn.Module):
         for ema_buffer, buffer in zip(self.module.buffers(), network.buffers(), strict=True):
             ema_buffer.copy_(buffer)
         self.num_updates += 1
+        self._host_updates = self._updates_so_far() + 1
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)

@@ -45,7 +45,10 @@ class ResBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Single-head self-attention over the H*W positions with a residual connection: (B, C, H, W) -> same.
 
-    Uses ``scaled_dot_product_attention`` so PyTorch picks a fused (flash / memory-efficient) kernel.
+    Uses ``scaled_dot_product_attention`` so PyTorch picks a fused (flash / memory-efficient) kernel. q, k and v
+    are views of the qkv projection laid out as (B, HW, 3, C), which is its memory layout under channels_last:
+    no copy in, none out, and ``unbind`` gives their gradients back as one stacked tensor (slicing them off
+    would zero-fill and add a full-size gradient for each).
     """
 
     def __init__(self, channels: int, groups: int = 32) -> None:
@@ -56,9 +59,10 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        qkv = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2)  # (B, 3, HW, C)
-        out = F.scaled_dot_product_attention(qkv[:, 0:1], qkv[:, 1:2], qkv[:, 2:3])  # (B, 1, HW, C)
-        return x + self.proj(out[:, 0].transpose(-1, -2).reshape(b, c, h, w))
+        qkv = self.qkv(self.norm(x)).permute(0, 2, 3, 1).reshape(b, 1, h * w, 3, c)
+        q, k, v = qkv.unbind(3)  # each (B, 1, HW, C): one head
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, HW, C)
+        return x + self.proj(out.reshape(b, h, w, c).permute(0, 3, 1, 2))
 
 
 class Downsample(nn.Module):
