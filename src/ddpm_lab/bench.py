@@ -149,15 +149,11 @@ def bench_bare_loop(args: argparse.Namespace, device: torch.device) -> dict[str,
     """The same work as the Lightning step, written as a plain loop (the overhead baseline)."""
     module, shape = build(args)
     module.to(device)
-    network, diffusion = module.network, module.diffusion
-    channels_last = args.channels_last is True or (args.channels_last == "auto" and device.type == "cuda")
-    if channels_last:
-        network.to(memory_format=torch.channels_last)
-        module.ema.module.to(memory_format=torch.channels_last)
-    call = torch.compile(network, mode=args.compile_mode) if args.compile else network
+    module.setup("fit")  # the module's own network preparation: channels_last layout, torch.compile
+    network, diffusion, call = module.network, module.diffusion, module._train_network
     optimizer = torch.optim.AdamW(network.parameters(), lr=2e-4, **module.fused_optimizer_kwargs())
     data = _Synthetic(shape, args.batch_size).data.to(device)
-    if channels_last:
+    if module._fast(module.channels_last):
         data = data.contiguous(memory_format=torch.channels_last)
     dtype = AUTOCAST[args.precision]
 

@@ -33,10 +33,8 @@ def profile_steps(step_fn: Callable[[], None], device: torch.device, steps: int)
         for _ in range(steps):
             step_fn()
         synchronize(device)
-    events = [
-        e for e in prof.key_averages() if (e.device_time_total if device.type == "cuda" else e.self_cpu_time_total)
-    ]
     timing = (lambda e: e.device_time_total) if device.type == "cuda" else (lambda e: e.self_cpu_time_total)
+    events = [e for e in prof.key_averages() if timing(e)]
     if device.type == "cuda":  # kernels only (the CPU-side ops' totals would count their kernels again)
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     families: dict[str, float] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
-from ..lightning.module import COMPILE_MODES, optimizer_takes_fused
+from ..lightning.module import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
 from ..metrics import resolve_inception_weights
 
 
@@ -61,8 +61,8 @@ def validate_config(cfg: DictConfig) -> None:
 def validate_fast_paths(cfg: DictConfig) -> None:
     """module.channels_last / fused_optimizer (true, false, auto) and compile_network (true, false)."""
     module = cfg.module
-    _choice("module.channels_last", module.get("channels_last", "auto"), (True, False, "auto"))
-    _choice("module.fused_optimizer", module.get("fused_optimizer", "auto"), (True, False, "auto"))
+    _choice("module.channels_last", module.get("channels_last", "auto"), SWITCH_VALUES)
+    _choice("module.fused_optimizer", module.get("fused_optimizer", "auto"), SWITCH_VALUES)
     _choice("module.compile_network", module.get("compile_network", False), (True, False))
     _choice("module.compile_mode", module.get("compile_mode", "default"), COMPILE_MODES)
     if module.get("fused_optimizer") is True:

@@ -12,6 +12,11 @@ import torch
 TIMESTEP_SAMPLERS = ("uniform", "loss_aware")
 
 
+def _draw_device(device: torch.device | str, generator: torch.Generator | None) -> torch.device:
+    """Random draws happen where the generator lives (on ``device`` without one)."""
+    return generator.device if generator is not None else torch.device(device)
+
+
 class TimestepSampler:
     """p(t) over T timesteps. ``adaptive`` samplers learn p(t) from the losses given to ``update``."""
 
@@ -34,7 +39,7 @@ class TimestepSampler:
         Drawn by inverse CDF on the generator's device (``device`` without one): no value goes through the host,
         so on a GPU the training step never waits for it.
         """
-        draw = generator.device if generator is not None else torch.device(device)
+        draw = _draw_device(device, generator)
         p = self.probabilities(draw)
         cdf = torch.cumsum(p, dim=0)
         u = torch.rand(batch_size, dtype=p.dtype, device=draw, generator=generator) * cdf[-1]
@@ -57,7 +62,7 @@ class UniformTimestepSampler(TimestepSampler):
         self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """t ~ U{0..T-1} (B,) int64 and weights 1 (B,) float32, drawn on the device (no host round trip)."""
-        draw = generator.device if generator is not None else torch.device(device)
+        draw = _draw_device(device, generator)
         t = torch.randint(0, self.num_timesteps, (batch_size,), device=draw, generator=generator)
         return t.to(device), torch.ones(batch_size, device=device)
 
