@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end on a tiny model and reports consistent figures."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,21 @@ def test_gpu_suite_script_is_valid_bash_and_names_every_run():
     text = script.read_text()
     for run in ("bench_bf16_fast", "bench_fp32_eager", "compare_diffusers", "bench_bf16_cudagraphs"):
         assert f"run {run} " in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "base_channels"], r"--set base_channels: use KEY=VALUE with KEY an option of the unet_tiny preset"),
+        (["--set", "width=64"], r"--set width=64: use KEY=VALUE .*base_channels, channel_mults"),
+        (["--model", "unet_huge"], r"--model unet_huge: no such preset in conf/model \(presets: mlp, unet_celeba64"),
+    ],
+)
+def test_ddpm_bench_refuses_a_bad_model_or_set_before_any_work(argv, message, capsys, monkeypatch):
+    import ddpm_lab.bench as bench
+
+    monkeypatch.setattr(bench, "run", lambda args: pytest.fail("benchmark started before the arguments were checked"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)

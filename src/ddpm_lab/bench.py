@@ -355,8 +355,26 @@ def print_table(result: dict[str, Any]) -> None:
     Console(width=120).print(table)
 
 
+def check_model_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--model must name a conf/model preset and each --set a KEY=VALUE of its options: say so before any work."""
+    preset = CONFIG_DIR / "model" / f"{args.model}.yaml"
+    if not preset.is_file():
+        names = ", ".join(sorted(f.stem for f in preset.parent.glob("*.yaml")))
+        p.error(f"--model {args.model}: no such preset in conf/model (presets: {names})")
+    options = set(OmegaConf.load(preset)) - {"_target_"}
+    for item in args.set:
+        key = item.split("=", 1)[0]
+        if "=" not in item or key not in options:
+            p.error(
+                f"--set {item}: use KEY=VALUE with KEY an option of the {args.model} preset: "
+                + ", ".join(sorted(options))
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    check_model_args(p, args)
     result = run(args)
     print_table(result)
     if args.json:
