@@ -56,7 +56,10 @@ class Run:
         if metric not in FID_METRICS:
             return ()
         protocol = self.summary.get("fid_protocol") or {}
-        return tuple((k, protocol.get(k)) for k in PROTOCOL_FIELDS)
+        # A run may declare protocol fields that are its subject, not its yardstick: ddpm-eval's sampler and
+        # steps are what a sampler sweep compares, while sample count, reference and extractor must still match.
+        subject = set(self.summary.get("protocol_subject") or ())
+        return tuple((k, protocol.get(k)) for k in PROTOCOL_FIELDS if k not in subject)
 
 
 @dataclass

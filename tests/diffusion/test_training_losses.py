@@ -14,6 +14,7 @@ from ddpm_lab.diffusion import (
     LossAwareTimestepSampler,
     UniformTimestepSampler,
     build_gaussian_diffusion,
+    loss_term_names,
     make_beta_schedule,
     make_timestep_sampler,
 )
@@ -37,6 +38,7 @@ VALID = [
     combo
     for combo in itertools.product(MEAN_TYPES, VAR_TYPES, LOSS_TYPES)
     if not (combo[1] in ("learned", "learned_range") and combo[2] in ("mse", "l1"))
+    and not (combo[1] in ("fixed_small", "fixed_large") and combo[2] == "hybrid")
 ]
 
 
@@ -51,10 +53,26 @@ def test_every_combination_trains(mean_type, var_type, loss_type):
     assert terms["loss"].shape == (4,)
     assert all(torch.isfinite(v).all() for v in terms.values())
     expected_terms = {"kl": {"vlb"}, "hybrid": {"mse", "vlb"}, "l1": {"l1"}, "mse": {"mse"}}[loss_type]
-    assert set(terms) == expected_terms | {"loss"}
+    assert set(terms) == expected_terms | {"loss"} == set(loss_term_names(loss_type))
     terms["loss"].mean().backward()
     for p in net.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_hybrid_with_a_fixed_variance_would_be_mse_so_it_is_refused():
+    """Why hybrid + fixed variance is an error: its vlb term, with the mean detached and no variance head,
+    gives exactly zero gradient, so the total gradient equals L_simple's."""
+    torch.manual_seed(0)
+    betas = make_beta_schedule("linear", 100)
+    mse = GaussianDiffusion(betas, "eps", "fixed_small", "mse")
+    net = TwoHeadNet(3, learned_variance=False)
+    x0, t, noise = torch.rand(4, 3, 8, 8) * 2 - 1, torch.tensor([0, 3, 50, 99]), torch.randn(4, 3, 8, 8)
+    x_t = mse.q_sample(x0, t, noise)
+    detached_output = net(x_t, mse.model_timesteps(t)).detach()  # what hybrid's vlb term sees
+    vlb = mse.vlb_term_bits(detached_output, x0, x_t, t, clip_denoised=False)
+    assert not vlb.requires_grad  # no path to any parameter: hybrid = mse + a constant
+    with pytest.raises(ValueError, match="trains exactly like loss=mse"):
+        GaussianDiffusion(betas, "eps", "fixed_small", "hybrid")
 
 
 def test_hybrid_loss_trains_variance_only_through_vlb():
@@ -88,6 +106,8 @@ def test_mse_loss_value_for_eps_prediction():
         ({"var_type": "big"}, "Unknown var_type 'big'; choose one of: fixed_small, fixed_large"),
         ({"loss_type": "huber"}, "Unknown loss_type 'huber'; choose one of: mse, l1, kl, hybrid"),
         ({"var_type": "learned_range", "loss_type": "mse"}, "gives the variance output no gradient.*loss=hybrid"),
+        ({"var_type": "fixed_small", "loss_type": "hybrid"}, "trains exactly like loss=mse"),
+        ({"var_type": "fixed_large", "loss_type": "hybrid"}, "trains exactly like loss=mse"),
         ({"vlb_weight": -1.0}, "vlb_weight must be >= 0"),
     ],
 )

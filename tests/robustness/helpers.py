@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import lightning as L
 
@@ -37,3 +38,19 @@ class FailOnRankZero(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_rank == 0 and trainer.global_step == self.step:
             raise RuntimeError(f"injected failure on rank 0 at step {self.step}")
+
+
+class ExitOnRank(L.Callback):
+    """End global rank ``rank`` abruptly (os._exit, no cleanup) at ``step``: a worker killed mid-run. The other
+    ranks sleep ``others_sleep`` seconds at that step (outside any collective), so that the launcher's
+    watchdog, not a collective's error, is what notices the death."""
+
+    def __init__(self, rank: int, step: int, code: int = 3, others_sleep: float = 0.0) -> None:
+        self.rank, self.step, self.code, self.others_sleep = rank, step, code, others_sleep
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        if trainer.global_rank == self.rank:
+            os._exit(self.code)
+        time.sleep(self.others_sleep)

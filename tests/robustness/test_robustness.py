@@ -171,7 +171,8 @@ BAD_CONFIGS = [
     (["diffusion.loss_type=huber"], r"diffusion.loss_type='huber' is not valid; allowed values: mse, l1, kl, hybrid"),
     (["diffusion.mean_type=score"], r"diffusion.mean_type='score' is not valid; allowed values: eps, x0, v"),
     (["diffusion.num_timesteps=1"], r"diffusion.num_timesteps=1 is not valid: it must be an integer >= 2"),
-    (["variance=learned_range", "loss=mse"], r"variance=learned_range learns the reverse variance.*loss=hybrid"),
+    (["variance=learned_range", "loss=mse"], r"var_type='learned_range' learns the reverse variance.*loss=hybrid"),
+    (["variance=fixed_large", "loss=hybrid"], r"hybrid' with var_type='fixed_large' trains exactly like loss=mse"),
     (["data.image_size=18"], r"image size 18 is not divisible by 4.*data.image_size=18"),
     (["model.attention_resolutions=[5]"], r"attention_resolutions \[5\] are not feature-map sizes.*\[16, 8, 4\]"),
     (

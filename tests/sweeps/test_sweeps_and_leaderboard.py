@@ -2,14 +2,15 @@
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
 
 from ddpm_lab.cli import CONFIG_DIR
 from ddpm_lab.cli.leaderboard import main as leaderboard_main
+from ddpm_lab.cli.sweep_preflight import sweep_jobs
 from ddpm_lab.leaderboard import Run, build_leaderboard
 from tests.conftest import run_train_cli as run_cli
 
@@ -52,7 +53,7 @@ def test_four_job_sweep_is_ranked_with_its_two_choices(tmp_path, capsys):
         cwd=tmp_path,
         check=False,
     )
-    assert failed.returncode != 0 and "gives it no gradient" in failed.stderr
+    assert failed.returncode != 0 and "gives the variance output no gradient" in failed.stderr
 
     assert (
         leaderboard_main(
@@ -150,8 +151,26 @@ def test_launcher_and_search_presets_compose(preset, target):
         cfg = compose(config_name="train", overrides=[f"+{preset}"], return_hydra_config=True)
     node = cfg.hydra.sweeper if preset.startswith("search") else cfg.hydra.launcher
     assert node._target_.endswith(target)
-    if preset == "launcher=slurm":
-        assert cfg.trainer.strategy == "ddp"
+
+
+@pytest.mark.parametrize(
+    ("trainer", "shape"),
+    [
+        (["trainer=cpu"], (1, 1, 0)),
+        (["trainer=ddp_cpu"], (1, 2, 0)),
+        (["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"], (2, 4, 4)),
+        (["trainer=gpu"], (1, 1, 1)),
+    ],
+)
+def test_slurm_preset_takes_its_shape_from_the_trainer(trainer, shape):
+    """nodes x tasks per node x GPUs per node follow trainer.num_nodes/devices/accelerator (it hard-coded
+    4 GPUs, 8 CPUs and 64 GB per job)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["+launcher=slurm", *trainer], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == shape
+    assert launcher.mem_gb is None and launcher.cpus_per_task == 1
 
 
 def test_leaderboard_rejects_missing_paths(tmp_path, capsys):
@@ -159,21 +178,69 @@ def test_leaderboard_rejects_missing_paths(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_iddpm_grid_expands_to_eight_valid_jobs():
+def preset_jobs(preset: str, extra: list[str] = ()) -> list[list[str]]:
+    """The jobs of ``+ablation=<preset>`` as the sweeper expands them, read from the preset's YAML."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=[f"+ablation={preset}", *extra], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = [f"+ablation={preset}", *extra]
+    return sweep_jobs(cfg)
+
+
+def test_iddpm_grid_from_its_yaml_is_eight_distinct_valid_jobs():
     from ddpm_lab.cli.validation import validate_config
 
-    grid = [
-        (s, c)
-        for s in ("linear", "cosine")
-        for c in ("fixed_small_mse", "fixed_large_mse", "fixed_small_hybrid", "learned_range_hybrid")
-    ]
-    for schedule, cell in grid:
+    jobs = preset_jobs("iddpm", ["metrics=none"])
+    assert len(jobs) == 8
+    trained = set()
+    for job in jobs:
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            cfg = compose(
-                config_name="train", overrides=[f"schedule={schedule}", f"+variance_loss={cell}", "metrics=none"]
-            )
-        variance, loss = cell.rsplit("_", 1)
-        assert (cfg.diffusion.var_type, cfg.diffusion.loss_type) == (variance, loss)
+            cfg = compose(config_name="train", overrides=job)
         validate_config(cfg)
-    assert len(grid) == 8 and Path(CONFIG_DIR / "ablation" / "iddpm.yaml").exists()
+        d = cfg.diffusion
+        trained.add((d.schedule, d.var_type, d.loss_type))
+    assert len(trained) == 8, "no two jobs train the same model"
+    assert ("linear", "fixed_small", "hybrid") not in trained  # identical to fixed_small + mse
+
+
+@pytest.mark.parametrize("preset", ["loss", "variance", "iddpm", "schedule", "parameterization"])
+def test_every_ablation_job_is_valid_and_distinct(preset):
+    from ddpm_lab.cli.validation import validate_config
+
+    trained = []
+    for job in preset_jobs(preset, ["metrics=none"]):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+            cfg = compose(config_name="train", overrides=job)
+        validate_config(cfg)
+        trained.append(tuple(cfg.diffusion.values()))
+    assert len(set(trained)) == len(trained) >= 3
+
+
+def test_an_eval_sweep_ranks_its_samplers_together_but_not_other_protocols(tmp_path):
+    """ddpm-eval records declare sampler/steps as their subject: a sampler sweep is one table, while a run
+    with another sample count still stands apart."""
+
+    def run(name, fid, sampler, steps, num_samples=50000):
+        return Run(
+            tmp_path / name,
+            {
+                "status": "completed",
+                "choices": {"sampler": sampler, "steps": steps},
+                "best": {"val/fid": {"value": fid, "step": 0}},
+                "fid_protocol": {"num_samples": num_samples, "sampler": sampler, "sampler_steps": steps},
+                "protocol_subject": ["sampler", "sampler_steps", "eta"],
+            },
+        )
+
+    board = build_leaderboard(
+        [
+            run("a", 9.0, "ddim", 25),
+            run("b", 4.0, "ddpm", 1000),
+            run("c", 6.0, "ddim", 100),
+            run("d", 1.0, "ddim", 50, 10),
+        ]
+    )
+    assert [[r.path.name for r in members] for _, members in board.groups] == [["b", "c", "a"], ["d"]]

@@ -14,7 +14,7 @@ from ddpm_lab.cli.train import train
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml"))
-TOY = {"toy_swissroll", "toy_moons", "toy_scurve"}
+TOY = {"toy2d", "toy_swissroll", "toy_moons", "toy_scurve"}
 
 
 def experiment_overrides(name: str) -> list[str]:

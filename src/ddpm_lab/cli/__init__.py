@@ -6,4 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .resolvers import register_resolvers
+
 CONFIG_DIR = Path(os.environ.get("DDPM_LAB_CONFIG_DIR", Path(__file__).resolve().parents[3] / "conf"))
+register_resolvers()

@@ -14,35 +14,40 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .launch_env import OWN_LAUNCHER_ENV, detect_launch
+from .resolvers import device_count
+
 DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")
-ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
+ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", OWN_LAUNCHER_ENV)
 WORKER_CONFIG = ".ddp_worker_config.yaml"
 
 
 def launched_externally() -> bool:
-    """True under torchrun/SLURM/our own launcher (the process already has a rank)."""
-    return (
-        "LOCAL_RANK" in os.environ
-        or "TORCHELASTIC_RUN_ID" in os.environ
-        or int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    )
+    """True under torchrun/SLURM (2+ tasks)/our own launcher: the process already has a rank. A one-task SLURM
+    allocation is not: there ddpm-train starts the node's processes itself."""
+    return detect_launch().engine != "single"
+
+
+def write_worker_config(cfg: DictConfig, run_dir: Path) -> Path:
+    """The job's fully resolved config, from which ranks > 0 train without running Hydra."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / WORKER_CONFIG
+    OmegaConf.save(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), path)
+    return path
 
 
 def processes_per_node(cfg: DictConfig) -> int:
     devices = cfg.trainer.get("devices", 1)
-    if devices in (-1, "auto", "-1"):
-        if cfg.trainer.get("accelerator") == "gpu":
-            import torch
+    if devices in (-1, "auto", "-1") and cfg.trainer.get("accelerator") == "gpu":
+        import torch
 
-            return max(torch.cuda.device_count(), 1)
-        return 1
-    if isinstance(devices, int | str) and str(devices).isdigit():
-        return int(devices)
-    return len(devices)  # a list of device ids
+        return max(torch.cuda.device_count(), 1)
+    return device_count(devices)
 
 
 def needs_launch(cfg: DictConfig) -> bool:
@@ -57,9 +62,13 @@ def _free_port() -> int:
 
 
 class DDPWorkers:
-    """Starts ranks 1..N-1 and sets rank 0's environment; ``join()`` waits and restores the environment."""
+    """Starts ranks 1..N-1 and sets rank 0's environment; ``join()`` waits and restores the environment.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+    ``on_worker_failure(message)`` runs when a worker dies, before this process exits: rank 0 may be blocked in
+    a collective that would only time out after many minutes, so the watchdog ends the process itself, and
+    the callback is the last chance to record why (the run's ``finally`` blocks do not run)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, on_worker_failure: Callable[[str], None] | None = None) -> None:
         num_nodes = int(cfg.trainer.get("num_nodes", 1) or 1)
         if num_nodes > 1:
             raise ValueError(
@@ -73,10 +82,10 @@ class DDPWorkers:
             "MASTER_PORT": str(_free_port()),
             "WORLD_SIZE": str(self.num_processes),
             "NODE_RANK": "0",
+            OWN_LAUNCHER_ENV: "1",
         }
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_path = run_dir / WORKER_CONFIG
-        OmegaConf.save(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), config_path)
+        self.on_worker_failure = on_worker_failure
+        config_path = write_worker_config(cfg, run_dir)
         self.procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "ddpm_lab.cli.ddp_worker", str(config_path)],
@@ -95,9 +104,15 @@ class DDPWorkers:
             for rank, proc in enumerate(self.procs, start=1):
                 code = proc.poll()
                 if code not in (None, 0) and not self._stop.is_set():  # not the workers join() itself kills
-                    print(f"ddpm-train: DDP rank {rank} exited with code {code}; stopping.", file=sys.stderr)
+                    message = f"DDP rank {rank} exited with code {code}"
+                    print(f"ddpm-train: {message}; stopping.", file=sys.stderr)
                     self._stop.set()
                     self.kill()
+                    if self.on_worker_failure is not None:
+                        try:
+                            self.on_worker_failure(message)
+                        except Exception as err:  # recording must not keep a dead job alive
+                            print(f"ddpm-train: could not record the failure: {err}", file=sys.stderr)
                     os._exit(1)
             if all(proc.poll() == 0 for proc in self.procs):
                 return

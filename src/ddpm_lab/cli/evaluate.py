@@ -16,6 +16,7 @@ from ..lightning.evaluation import PeriodicEvaluation
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .common import resolve_device
+from .validation import validate_eval_config
 
 
 class _EvaluateAtEnd(L.Callback):
@@ -28,6 +29,7 @@ class _EvaluateAtEnd(L.Callback):
 
 
 def evaluate(cfg: DictConfig) -> dict:
+    validate_eval_config(cfg)
     device = resolve_device(cfg.device)
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path)
     if not cfg.use_ema:
@@ -68,6 +70,7 @@ def evaluate(cfg: DictConfig) -> dict:
         out,
         status="completed",
         choices={"sampler": sampling["sampler"], "steps": sampling["steps"]},
+        protocol_subject=["sampler", "sampler_steps", "eta"],  # what ddpm-eval sweeps compare
         ckpt_path=str(cfg.ckpt_path),
         fid_protocol=record["fid_protocol"],
     )

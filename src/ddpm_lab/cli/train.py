@@ -1,13 +1,14 @@
 """``ddpm-train``: train a diffusion model from the Hydra config in ``conf/`` (no overrides = the quickstart).
 
 ddpm-train experiment=toy_swissroll
-ddpm-train -m schedule=linear,cosine variance=fixed_small,learned_range loss=hybrid
+ddpm-train -m schedule=linear,cosine +variance_loss=fixed_small_mse,learned_range_hybrid
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from ..lightning import read_summary, write_summary
 from ..lightning.checkpointing import AtomicCheckpointIO
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
-from .ddp_launch import DDPWorkers, needs_launch
-from .validation import validate_config
+from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
+from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
+from .validation import ConfigError, validate_config, validate_launch
 
 log = logging.getLogger(__name__)
+# Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.
+PROCESS_START = time.time()
 CHOICE_GROUPS = (
     "data",
     "model",
@@ -54,10 +58,6 @@ def config_choices(cfg: DictConfig) -> dict[str, Any]:
         "parameterization": d.get("mean_type"),
         "sampler": cfg.sampling.get("sampler"),
     }
-
-
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
 
 
 def wandb_fields(cfg: DictConfig) -> dict[str, Any]:
@@ -93,11 +93,44 @@ def record_wandb_id(trainer: L.Trainer, run_dir: Path) -> None:
             write_summary(run_dir, wandb_run_id=logger.experiment.id)
 
 
+def cluster_environment(launch: LaunchEnv) -> list:
+    """Lightning's cluster environment for the engine that started this process, named explicitly: inside a
+    one-task SLURM allocation Lightning would otherwise take SLURM's view (rank 0 of 1) over ddpm-lab's own
+    launcher and every process would be rank 0; and a SLURM job named "bash" would not be detected at all."""
+    from lightning.pytorch.plugins.environments import (
+        LightningEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    environments = {"ddpm-lab": LightningEnvironment, "torchrun": TorchElasticEnvironment, "slurm": SLURMEnvironment}
+    return [environments[launch.engine]()] if launch.engine in environments else []
+
+
+def rendezvous_file(cfg: DictConfig, launch: LaunchEnv) -> Path | None:
+    """Where rank 0 of a torchrun/srun launch publishes its config for the other ranks (None: nobody waits,
+    e.g. one process, or a submitit sweep job where every task is a Hydra job with the same run dir)."""
+    if not (launch.external and launch.is_rank_zero and launch.key):
+        return None
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return None
+    return rendezvous_path(cfg.paths.log_dir, launch.key)
+
+
+def _finish_wandb_within(seconds: float) -> None:
+    """Finish W&B from the watchdog thread without letting a stuck flush keep a dead job alive."""
+    thread = threading.Thread(target=_finish_wandb, kwargs={"exit_code": 1}, daemon=True)
+    thread.start()
+    thread.join(seconds)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
     run_dir = Path(cfg.paths.output_dir)
-    rank_zero = is_rank_zero()
+    launch = detect_launch()
+    rank_zero = launch.is_rank_zero
     started, success = time.time(), False
+    rendezvous = rendezvous_file(cfg, launch)
     if rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_summary(
@@ -110,11 +143,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     try:
         validate_config(cfg)
+        validate_launch(cfg, launch)
     except Exception as err:
         if rank_zero:  # a run that never started is still on record, with the reason
             write_summary(run_dir, status="failed", error=f"{type(err).__name__}: {err}", wall_time_s=0.0)
+        if rendezvous is not None:  # the waiting ranks stop now, with the same reason
+            publish(rendezvous, error=f"{type(err).__name__}: {err}")
         raise
-    workers = DDPWorkers(cfg, run_dir) if needs_launch(cfg) else None
+    if rendezvous is not None:
+        publish(rendezvous, config=str(write_worker_config(cfg, run_dir)))
+
+    def record_worker_failure(message: str) -> None:
+        write_summary(run_dir, status="failed", error=message, wall_time_s=time.time() - started)
+        _finish_wandb_within(20.0)
+
+    workers = DDPWorkers(cfg, run_dir, on_worker_failure=record_worker_failure) if needs_launch(cfg) else None
     resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
     if rank_zero:
         (run_dir / "config_resolved.yaml").write_text(resolved)
@@ -131,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.trainer,
             logger=build_loggers(cfg, run_dir, fields),
             callbacks=build_callbacks(cfg),
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
         )
         if rank_zero:
             record_wandb_id(trainer, run_dir)
@@ -155,32 +198,77 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             torch.distributed.destroy_process_group()
     if not rank_zero:
         return {}
-    return write_summary(
+    if rendezvous is not None:
+        rendezvous.unlink(missing_ok=True)  # every rank has joined the process group, so read it
+    summary = write_summary(
         run_dir,
         status="completed",
         global_step=trainer.global_step,
         world_size=trainer.world_size,
         wall_time_s=time.time() - started,
     )
+    print(f"ddpm-train: run dir {run_dir}", file=sys.stderr)
+    return summary
 
 
-def _finish_wandb() -> None:
+def _finish_wandb(exit_code: int | None = None) -> None:
     """Close this job's W&B run so that the next job of a multirun gets its own."""
-    import sys
-
     if "wandb" in sys.modules:
         import wandb
 
         if wandb.run is not None:
-            wandb.finish()
+            wandb.finish(exit_code=exit_code)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run_job(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, and return the final value of ``objective`` (what a sweeper such as Optuna
+    minimises). A job that was asked for an objective it never logged fails, naming what it did log."""
     summary = train(cfg)
-    # A multirun sweeper (e.g. Optuna) minimises the returned value: the configured objective's final value.
     objective = cfg.get("objective")
-    return (summary.get("final") or {}).get(objective) if objective else None
+    if not objective or not summary:  # no objective asked for, or a rank > 0
+        return None
+    final = summary.get("final") or {}
+    if objective not in final:
+        raise ConfigError(
+            f"objective={objective} was never logged by this run; it logged: {', '.join(sorted(final))}. "
+            "Set objective= to one of these (for 2-D data: val/sample_distance)."
+        )
+    return final[objective]
+
+
+hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(run_job)
+
+
+def rank_zero_config(launch: LaunchEnv, args: list[str]) -> DictConfig:
+    """A rank > 0 under torchrun or srun: rank 0's resolved config (its run dir included), once published."""
+    from hydra import compose, initialize_config_dir
+
+    if any(arg in ("-m", "--multirun") for arg in args):
+        raise ConfigError(
+            f"ddpm-train -m was started as {launch.world_size} {launch.engine} processes: a sweep is launched by "
+            "Hydra, one job at a time, not by several processes at once. Run `ddpm-train -m ... +launcher=slurm` "
+            "from a login node (each job then gets its own SLURM tasks), or launch single runs under "
+            "torchrun/srun."
+        )
+    # Only to find paths.log_dir, where rank 0 publishes: no run dir, no timestamp, nothing written.
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=[arg for arg in args if not arg.startswith("-")])
+    return OmegaConf.load(wait_for_rank_zero(rendezvous_path(cfg.paths.log_dir, launch.key), PROCESS_START))
+
+
+def main() -> None:
+    """``ddpm-train``: the Hydra app on rank 0 (and in single-process runs); ranks > 0 of a torchrun or srun
+    launch follow rank 0 instead of running Hydra themselves (one run dir per job, whatever the engine)."""
+    launch = detect_launch()
+    if launch.external and not launch.is_rank_zero:
+        try:
+            cfg = rank_zero_config(launch, sys.argv[1:])
+        except (ConfigError, RuntimeError, TimeoutError) as err:
+            print(f"ddpm-train (rank {launch.global_rank}): {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        train(cfg)
+        return
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@ bad value and the allowed values."""
 
 from __future__ import annotations
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
 from ..lightning.module import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
 from ..metrics import resolve_inception_weights
+from .launch_env import LaunchEnv
 
 
 class ConfigError(ValueError):
@@ -31,12 +34,13 @@ def validate_config(cfg: DictConfig) -> None:
     T = d.num_timesteps
     if isinstance(T, bool) or not isinstance(T, int) or T < 2:
         raise ConfigError(f"diffusion.num_timesteps={T!r} is not valid: it must be an integer >= 2 (DDPM uses 1000).")
-    if d.var_type in ("learned", "learned_range") and d.loss_type in ("mse", "l1"):
+    try:  # the diffusion's own constructor holds the rules on combinations (variance x loss)
+        instantiate(cfg.diffusion)
+    except (ValueError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         raise ConfigError(
-            f"variance={d.var_type} learns the reverse variance, but loss={d.loss_type} gives it no gradient. "
-            "Use loss=hybrid (L_simple + lambda L_vlb, IDDPM) or loss=kl, or a fixed variance "
-            "(variance=fixed_small or fixed_large)."
-        )
+            f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type})"
+        ) from err
     validate_fast_paths(cfg)
     validate_model_for_data(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
@@ -56,6 +60,70 @@ def validate_config(cfg: DictConfig) -> None:
     steps = cfg.sampling.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")
+    validate_objective(cfg)
+
+
+def logged_metrics(cfg: DictConfig) -> set[str]:
+    """The metrics a run of ``cfg`` logs (into metrics.jsonl and W&B), predicted from the config alone: the
+    module's loss terms under train/ and val/, and what each configured metric callback declares."""
+    from hydra.utils import get_class
+
+    from ..diffusion import loss_term_names
+
+    terms = loss_term_names(cfg.diffusion.loss_type)
+    names = {f"{split}/{term}" for split in ("train", "val") for term in terms}
+    metrics = cfg.get("metrics") or {}
+    nodes = [*(cfg.get("callbacks") or {}).values(), metrics.get("fid"), metrics.get("nll")]
+    for node in nodes:
+        if node is None or "_target_" not in node:
+            continue
+        declared = getattr(get_class(node._target_), "logged_metrics", None)
+        if declared is not None:
+            names |= set(declared(node))
+    return names
+
+
+def validate_objective(cfg: DictConfig) -> None:
+    """``objective`` (what a sweeper such as Optuna minimises) must be a metric this run logs: otherwise every
+    trial would train to the end and only then fail."""
+    objective = cfg.get("objective")
+    if not objective:
+        return
+    logged = logged_metrics(cfg)
+    if objective not in logged:
+        raise ConfigError(
+            f"objective={objective} is never logged by this run, so a sweep could not rank it. This config "
+            f"logs: {', '.join(sorted(logged))}. Use one of "
+            "these (2-D data: objective=val/sample_distance; images offline: objective=val/loss), or turn the "
+            "metric on (val/fid needs metrics=default and the Inception weights)."
+        )
+
+
+def validate_launch(cfg: DictConfig, launch: LaunchEnv) -> None:
+    """Processes started by torchrun or SLURM must match the trainer's DDP layout, one process per device."""
+    from .ddp_launch import DDP_STRATEGIES, processes_per_node
+
+    if not launch.external:
+        return
+    strategy = cfg.trainer.get("strategy")
+    devices, nodes = processes_per_node(cfg), int(cfg.trainer.get("num_nodes") or 1)
+    how = {
+        "slurm": f"#SBATCH --nodes={nodes} --ntasks-per-node={devices} (one task per device)",
+        "torchrun": f"torchrun --nnodes={nodes} --nproc-per-node={devices}",
+    }[launch.engine]
+    if strategy not in DDP_STRATEGIES:
+        raise ConfigError(
+            f"{launch.engine} started {launch.world_size} processes, but trainer.strategy={strategy}: each would "
+            "train alone. Use trainer=ddp (GPUs) or trainer=ddp_cpu (gloo) with trainer.devices set to the "
+            "processes per node, or start a single process."
+        )
+    if (launch.local_world_size, launch.num_nodes) != (devices, nodes):
+        raise ConfigError(
+            f"{launch.engine} started {launch.local_world_size} process(es) per node on {launch.num_nodes} node(s), "
+            f"but the trainer asks for trainer.devices={devices} per node and trainer.num_nodes={nodes}. Start "
+            f"them as {how}, or set trainer.devices={launch.local_world_size} "
+            f"trainer.num_nodes={launch.num_nodes}."
+        )
 
 
 def validate_fast_paths(cfg: DictConfig) -> None:
@@ -114,3 +182,27 @@ def validate_model_for_data(cfg: DictConfig) -> None:
             ) from err
     elif not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
+
+
+def validate_eval_config(cfg: DictConfig) -> None:
+    """``ddpm-eval``: the checkpoint exists and the FID sampler settings are valid, before anything loads."""
+    from pathlib import Path
+
+    ckpt = cfg.get("ckpt_path")
+    if not ckpt or not Path(str(ckpt)).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt} is not a file: pass a checkpoint, e.g. "
+            "ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    fid = (cfg.get("metrics") or {}).get("fid")
+    if fid is None:
+        return
+    if fid.get("sampler") is not None:
+        _choice("metrics.fid.sampler", fid.sampler, SAMPLERS)
+    steps = fid.get("steps")
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+        raise ConfigError(f"metrics.fid.steps={steps!r} is not valid: use null (all steps) or an integer >= 1.")
+    if fid.get("num_samples", 2) < 2:
+        raise ConfigError(f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples.")
+    if fid.get("on_missing_weights", "error") == "error":
+        resolve_inception_weights(fid.get("inception_weights"))

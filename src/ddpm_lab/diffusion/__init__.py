@@ -1,7 +1,7 @@
 """The diffusion core: schedules, forward process, posterior, parameterisations, variances, losses, samplers
 and the NLL bound. Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
 
-from .gaussian_diffusion import LOSS_TYPES, SAMPLERS, VAR_TYPES, GaussianDiffusion
+from .gaussian_diffusion import LOSS_TYPES, SAMPLERS, VAR_TYPES, GaussianDiffusion, loss_term_names
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .parameterization import MEAN_TYPES, eps_from_x0, v_from_x0_eps, x0_from_eps, x0_from_v
 from .respacing import respaced_betas, space_timesteps
@@ -43,6 +43,7 @@ __all__ = [
     "build_gaussian_diffusion",
     "discretized_gaussian_log_likelihood",
     "eps_from_x0",
+    "loss_term_names",
     "make_beta_schedule",
     "make_timestep_sampler",
     "mean_flat",

@@ -19,6 +19,17 @@ from .respacing import respaced_betas, space_timesteps
 
 VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
 LOSS_TYPES = ("mse", "l1", "kl", "hybrid")
+
+
+def loss_term_names(loss_type: str) -> tuple[str, ...]:
+    """The keys of the dict ``GaussianDiffusion.training_losses`` returns for ``loss_type``."""
+    _check_choice("loss_type", loss_type, LOSS_TYPES)
+    if loss_type == "kl":
+        return ("loss", "vlb")
+    error = "l1" if loss_type == "l1" else "mse"
+    return ("loss", error, "vlb") if loss_type == "hybrid" else ("loss", error)
+
+
 LEARNED_VAR_TYPES = ("learned", "learned_range")
 SAMPLERS = ("ddpm", "ddim")
 
@@ -40,7 +51,8 @@ class GaussianDiffusion:
             "learned" (network outputs log variance) or "learned_range" (network outputs v in [-1, 1],
             log var = frac log beta + (1 - frac) log beta-tilde, frac = (v + 1) / 2; IDDPM eq. 15).
         loss_type: "mse" (L_simple), "l1", "kl" (the variational bound) or "hybrid" (L_simple + vlb_weight *
-            L_vlb, with the mean stop-gradiented inside L_vlb; IDDPM eq. 16).
+            L_vlb, with the mean stop-gradiented inside L_vlb; IDDPM eq. 16). A learned variance needs kl or
+            hybrid; hybrid needs a learned variance (with a fixed one it is exactly mse).
         vlb_weight: lambda of the hybrid loss (IDDPM: 0.001).
         timestep_map: int64 (T,), the timestep the network is told for each step of this chain (respacing).
     """
@@ -67,6 +79,15 @@ class GaussianDiffusion:
                 f"var_type={var_type!r} learns the reverse variance, but loss_type={loss_type!r} gives the "
                 "variance output no gradient, so it would stay at its initial value. Use loss=hybrid (L_simple + "
                 "lambda L_vlb, IDDPM) or loss=kl, or a fixed variance (fixed_small / fixed_large)."
+            )
+        if var_type not in LEARNED_VAR_TYPES and loss_type == "hybrid":
+            # In hybrid the vlb term sees the mean detached (eq. 16) and a fixed variance has no parameters,
+            # so the term adds no gradient at all: the run would be loss=mse under another name.
+            raise ValueError(
+                f"loss_type='hybrid' with var_type={var_type!r} trains exactly like loss=mse: the vlb term only "
+                "trains a learned variance (the mean is detached in it), and a fixed variance has nothing to learn. "
+                "Use loss=mse with a fixed variance, loss=kl to train the mean through the bound, or "
+                "variance=learned_range with loss=hybrid (IDDPM)."
             )
         if vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -95,6 +97,10 @@ class SampleDistanceCallback(L.Callback):
             raise ValueError(f"callbacks.sample_distance.num_samples must be >= 2, got {num_samples}.")
         self.num_samples = num_samples
         self.seed = seed
+
+    @staticmethod
+    def logged_metrics(options: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("val/sample_distance", "val/sample_distance_gaussian")
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:

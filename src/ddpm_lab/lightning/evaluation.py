@@ -5,6 +5,7 @@ duplicates), features are gathered, and every rank computes the same value insid
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,19 @@ class FIDCallback(PeriodicEvaluation):
         self.best = {"fid": math.inf, "step": None}
         self.last_protocol: dict[str, Any] | None = None
 
+    @staticmethod
+    def logged_metrics(options: Mapping[str, Any]) -> tuple[str, ...]:
+        """What a callback built from ``options`` (its config node) logs: nothing when it will be off for
+        missing weights (on_missing_weights=skip), else FID and the KID/IS it is asked for."""
+        if options.get("on_missing_weights", "error") == "skip":
+            try:
+                resolve_inception_weights(options.get("inception_weights"), download=False)
+            except InceptionWeightsError:
+                return ()
+        kid = ("val/kid_mean", "val/kid_std") if options.get("kid", True) else ()
+        inception_score = ("val/is", "val/is_std") if options.get("inception_score", True) else ()
+        return ("val/fid", *kid, *inception_score)
+
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best)}
 
@@ -233,6 +247,10 @@ class NLLCallback(PeriodicEvaluation):
             raise ValueError("metrics.nll: num_images, batch_size and every_n_steps must be >= 1.")
         self.every_n_steps, self.num_images, self.batch_size = every_n_steps, num_images, batch_size
         self.split, self.use_ema, self.seed, self.progress = split, use_ema, seed, progress
+
+    @staticmethod
+    def logged_metrics(options: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("val/nll_bpd",)
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module) -> float | None:

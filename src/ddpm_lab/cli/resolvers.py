@@ -1,0 +1,50 @@
+"""OmegaConf resolvers used by ``conf/`` (registered when ``ddpm_lab.cli`` is imported).
+
+``${ddpm_lab.root:}`` replaces ``${hydra:runtime.cwd}`` in ``paths.root_dir``: Hydra's sweepers resolve
+``hydra.sweep.dir`` before HydraConfig exists, so anything built on a ``hydra:`` interpolation fails before the
+first job of a multirun. The value is cached, and Hydra copies the resolver cache into every job's config, so
+all jobs of a sweep (joblib workers and SLURM tasks included) see the directory the sweep was started from.
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+
+def project_root() -> str:
+    """$DDPM_LAB_ROOT, else the directory ``ddpm-train`` was started from."""
+    return os.environ.get("DDPM_LAB_ROOT") or os.getcwd()
+
+
+def device_count(devices: object) -> int:
+    """How many processes per node ``trainer.devices`` asks for: an int, a digit string, or a list of ids.
+    ``auto``/-1 count as 1 here (a SLURM request must name its task count)."""
+    if isinstance(devices, bool):
+        raise ValueError(f"trainer.devices={devices!r} is not a device count")
+    if isinstance(devices, int):
+        return max(devices, 1)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text.lstrip("-").isdigit():
+            return max(int(text), 1)
+        if text == "auto":
+            return 1
+        return len([part for part in text.strip("[]").split(",") if part.strip()])
+    return len(list(devices))  # a list of device ids
+
+
+def gpus_per_node(accelerator: object, devices: object) -> int:
+    """GPUs to request from SLURM per node: one per process on GPU accelerators, none on the CPU."""
+    return device_count(devices) if str(accelerator) in ("gpu", "cuda") else 0
+
+
+def register_resolvers() -> None:
+    for name, function in (
+        ("ddpm_lab.root", project_root),
+        ("ddpm_lab.device_count", device_count),
+        ("ddpm_lab.gpus_per_node", gpus_per_node),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=name == "ddpm_lab.root")
