@@ -1,4 +1,5 @@
 import gzip
+import json
 import pickle
 
 import numpy as np
@@ -151,3 +152,26 @@ def test_resize_rounds_and_keeps_constants():
 
     flat = np.full((1, 1, 8, 8), 77, dtype=np.uint8)
     assert (resize_uint8(flat, 16) == 77).all()
+
+
+def test_a_training_set_smaller_than_the_batch_is_a_start_up_error(tmp_path, tiny_data_dir):
+    """drop_last gave zero batches and Lightning stopped silently with global_step 0 and status completed."""
+    from ddpm_lab.cli.train import train
+    from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
+
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            "data=cifar10",
+            f"paths.data_dir={tiny_data_dir}",
+            "data.batch_size=64",
+            "logger=csv",
+            *FAST_TRAINER,
+            *TINY_UNET,
+        ],
+    )
+    with pytest.raises(ValueError, match=r"has 40 items, 40 per rank on 1 rank\(s\), fewer than data.batch_size=64"):
+        train(cfg)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["status"] == "failed" and "data.batch_size to at most 40" in summary["error"]

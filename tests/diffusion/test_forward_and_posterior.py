@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,22 @@ def test_learned_range_endpoints_are_the_fixed_variances():
     for value, fixed in [(-1.0, small), (1.0, large)]:
         out = learned.p_mean_variance(torch.cat([mean_part, torch.full_like(x_t, value)], 1), x_t, t)
         ref = fixed.p_mean_variance(mean_part, x_t, t)
-        assert torch.allclose(out["log_variance"], ref["log_variance"], rtol=1e-10)
+        # IDDPM's learned range tops out at log beta_t for every t; fixed_large differs only at t = 0.
+        assert torch.allclose(out["log_variance"][1:], ref["log_variance"][1:], rtol=1e-10)
         assert torch.allclose(out["mean"], ref["mean"], rtol=1e-10)
     assert not torch.allclose(small.tables["posterior_log_variance_clipped"], large.tables["log_betas"])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_fixed_large_variance_at_t0_is_beta_tilde_1_as_in_ddpm(schedule):
+    """DDPM/IDDPM: sigma^2 = [beta-tilde_1, beta_1, ..., beta_{T-1}] (0-based t). With beta_0 at t = 0 the
+    decoder term, and so val/nll_bpd with fixed_large, was not comparable with the papers' bits/dim."""
+    betas = make_beta_schedule(schedule, 100).numpy()
+    abar = np.cumprod(1.0 - betas)
+    beta_tilde_1 = betas[1] * (1.0 - abar[0]) / (1.0 - abar[1])
+    expected = np.concatenate([[beta_tilde_1], betas[1:]])
+    large = GaussianDiffusion(torch.as_tensor(betas), var_type="fixed_large")
+    x_t = torch.zeros(100, 1, dtype=torch.float64)
+    out = large.p_mean_variance(torch.zeros_like(x_t), x_t, torch.arange(100))
+    np.testing.assert_allclose(out["variance"][:, 0].numpy(), expected, rtol=1e-12)
+    assert abs(out["variance"][0, 0] - betas[0]) > 0.1 * betas[0]  # not beta_0

@@ -179,3 +179,48 @@ def test_bad_sampling_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         diffusion.sample(model, (2, 1), **kwargs)
     assert not calls, "arguments must be checked before the first network call"
+
+
+def test_default_sampling_does_not_squeeze_data_outside_the_unit_interval():
+    """Standardised (non-image) data reaches |x| > 1. The core API clipped predicted x0 to [-1, 1] by default,
+    which squeezed such samples into the unit square; now only image callers (DiffusionModule) clip."""
+    std = 2.0
+    diffusion = GaussianDiffusion(make_beta_schedule("linear", 200))
+
+    def model(x_t, t):  # the optimal eps predictor for x0 ~ N(0, std^2)
+        alpha_bar = diffusion.coef("alphas_cumprod", t, x_t)
+        return (1 - alpha_bar).sqrt() * x_t / (alpha_bar * std**2 + 1 - alpha_bar)
+
+    def draw(**kwargs):
+        return diffusion.sample(
+            model, (N, 1), sampler="ddpm", steps=50, generator=torch.Generator().manual_seed(0), **kwargs
+        )
+
+    assert abs(draw().std().item() - std) < 0.05 * std
+    assert draw(clip_denoised=True).std().item() < 1.5  # what the old default gave: not the data
+
+
+def test_sampling_steps_copy_no_table_to_the_device(monkeypatch):
+    """The respaced timestep map went to the device on every model_timesteps call, and DDIM's int t_prev
+    through torch.as_tensor: a host-device copy (and sync) per step. Both are now cached or filled on device."""
+    diffusion = GaussianDiffusion(make_beta_schedule("linear", 100))
+    model = optimal_denoiser(diffusion, "eps")
+    copies = []
+    to, as_tensor = torch.Tensor.to, torch.as_tensor
+    timestep_maps = {id(diffusion.timestep_map), id(diffusion.respaced(10).timestep_map)}
+
+    def counting_to(tensor, *args, **kwargs):
+        if id(tensor) in timestep_maps:
+            copies.append("timestep_map.to")
+        return to(tensor, *args, **kwargs)
+
+    def counting_as_tensor(data, *args, **kwargs):
+        if kwargs.get("device") is not None:
+            copies.append("as_tensor(device=...)")
+        return as_tensor(data, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    monkeypatch.setattr(torch, "as_tensor", counting_as_tensor)
+    for sampler in ("ddpm", "ddim"):
+        diffusion.sample(model, (4, 1), sampler=sampler, steps=10, generator=torch.Generator().manual_seed(0))
+    assert len(copies) <= 2, copies  # at most the first copy of each chain's map

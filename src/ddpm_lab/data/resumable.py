@@ -58,6 +58,13 @@ class ResumableDataLoader(DataLoader):
     def __init__(
         self, dataset: Dataset, sampler: ResumableSampler, batch_size: int, trainer_ref: Any = None, **kwargs: Any
     ) -> None:
+        world, _ = _world()
+        if len(sampler) < batch_size:  # drop_last would leave zero batches: Lightning then stops without a step
+            raise ValueError(
+                f"the training set has {sampler.size} items, {len(sampler)} per rank on {world} rank(s), fewer "
+                f"than data.batch_size={batch_size} (per rank): every epoch would have zero batches and training "
+                f"would end without a step. Set data.batch_size to at most {len(sampler)}, or use more data."
+            )
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **kwargs)
         self.trainer_ref = trainer_ref  # the LightningDataModule (its .trainer is set by Lightning)
 

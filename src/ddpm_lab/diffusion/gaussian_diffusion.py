@@ -47,7 +47,8 @@ class GaussianDiffusion:
     Args:
         betas: float tensor (T,), 0 < beta <= 1.
         mean_type: what the network predicts: "eps", "x0" or "v".
-        var_type: reverse-process variance: "fixed_small" (posterior beta-tilde), "fixed_large" (beta),
+        var_type: reverse-process variance: "fixed_small" (posterior beta-tilde), "fixed_large" (beta; at t = 0
+            beta-tilde_1, as in DDPM/IDDPM),
             "learned" (network outputs log variance) or "learned_range" (network outputs v in [-1, 1],
             log var = frac log beta + (1 - frac) log beta-tilde, frac = (v + 1) / 2; IDDPM eq. 15).
         loss_type: "mse" (L_simple), "l1", "kl" (the variational bound) or "hybrid" (L_simple + vlb_weight *
@@ -113,11 +114,17 @@ class GaussianDiffusion:
             "sqrt_alphas": alphas.sqrt(),
             "sqrt_betas": betas.sqrt(),
             "posterior_log_variance_clipped": torch.log(clipped),
+            # fixed_large: sigma_t^2 = beta_t, except at t = 0, where DDPM/IDDPM use beta-tilde_1 (the decoder's
+            # variance), so that NLL in bits/dim is comparable with the papers'.
+            "fixed_large_log_variance": torch.log(
+                torch.cat([posterior_variance[1:2], betas[1:]]) if self.num_timesteps > 1 else betas
+            ),
             # Posterior mean coefficients of x0 and x_t (Ho et al. eq. 7).
             "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
             "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
         }
         self._device_tables: dict[str, dict[str, torch.Tensor]] = {}
+        self._device_timestep_maps: dict[str, torch.Tensor] = {}
         self._respaced: dict[int, GaussianDiffusion] = {}
 
     # ------------------------------------------------------------------ tables
@@ -158,8 +165,12 @@ class GaussianDiffusion:
         return values.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """The timesteps the network is conditioned on (the original chain's, after respacing)."""
-        return self.timestep_map.to(t.device)[t]
+        """The timesteps the network is conditioned on (the original chain's, after respacing). The map is
+        copied to each device once (like the tables): a copy per call is a host-device sync per step."""
+        key = str(t.device)
+        if key not in self._device_timestep_maps:
+            self._device_timestep_maps[key] = self.timestep_map.to(t.device)
+        return self._device_timestep_maps[key][t]
 
     # ------------------------------------------------------------------ forward process
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -197,14 +208,14 @@ class GaussianDiffusion:
         return model_output[:, :channels], model_output[:, channels:]
 
     def p_mean_variance(
-        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True
+        self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool = False
     ) -> dict[str, torch.Tensor]:
         """Mean, variance, log variance of p(x_{t-1} | x_t), plus pred_x0 and pred_eps (all shaped like x_t)."""
         mean_part, var_part = self.split_output(model_output, x_t)
         if self.var_type == "fixed_small":
             log_variance = self.coef("posterior_log_variance_clipped", t, x_t).expand_as(x_t)
         elif self.var_type == "fixed_large":
-            log_variance = self.coef("log_betas", t, x_t).expand_as(x_t)
+            log_variance = self.coef("fixed_large_log_variance", t, x_t).expand_as(x_t)
         elif self.var_type == "learned":
             log_variance = var_part
         else:  # learned_range
@@ -231,7 +242,7 @@ class GaussianDiffusion:
         x_t: torch.Tensor,
         t: torch.Tensor,
         noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
+        clip_denoised: bool = False,
     ) -> torch.Tensor:
         """One ancestral step x_t -> x_{t-1} ~ p(x_{t-1} | x_t) (Ho et al. Algorithm 2); no noise at t = 0."""
         out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
@@ -247,14 +258,15 @@ class GaussianDiffusion:
         t_prev: torch.Tensor | int,
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
-        clip_denoised: bool = True,
+        clip_denoised: bool = False,
     ) -> torch.Tensor:
         """DDIM update x_t -> x_{t_prev} (Song et al. 2021, eq. 12); t_prev = -1 means x_0 (abar = 1).
 
         sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev); eta = 1 is DDPM-like.
         """
         out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
-        t_prev = torch.as_tensor(t_prev, device=x_t.device).expand(x_t.shape[0])
+        # An int t_prev becomes a device tensor by a fill, not a host-to-device copy.
+        t_prev = torch.full_like(t, t_prev) if isinstance(t_prev, int) else t_prev.to(t.device).expand(t.shape[0])
         alpha_bar = self.coef("alphas_cumprod", t, x_t)
         alpha_bar_prev = torch.where(
             t_prev.reshape(alpha_bar.shape) >= 0, self.coef("alphas_cumprod", t_prev.clamp(min=0), x_t), 1.0
@@ -340,12 +352,16 @@ class GaussianDiffusion:
         steps: int | None = None,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
-        clip_denoised: bool = True,
+        clip_denoised: bool = False,
         progress: bool = False,
         return_trajectory: bool = False,
         device: torch.device | str | None = None,
     ) -> Any:
-        """Generate samples of ``shape`` from x_T ~ N(0, I); see ``ddpm_lab.diffusion.sampling``."""
+        """Generate samples of ``shape`` from x_T ~ N(0, I); see ``ddpm_lab.diffusion.sampling``.
+
+        ``clip_denoised=True`` clamps each predicted x0 to [-1, 1]: right for images scaled to [-1, 1] (what
+        DDPM does, and what ``DiffusionModule`` passes for image data), wrong for any other data (standardised
+        2-D points would be squeezed into the unit square), so it is off unless asked for."""
         from .sampling import sample_loop
 
         return sample_loop(

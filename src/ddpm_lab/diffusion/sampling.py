@@ -57,13 +57,14 @@ def sample_loop(
     steps: int | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    clip_denoised: bool = True,
+    clip_denoised: bool = False,
     progress: bool = False,
     return_trajectory: bool = False,
     device: torch.device | str | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Samples (B, ...) from x_T ~ N(0, I): ``sampler`` "ddpm" (ancestral, IDDPM-respaced to ``steps``) or
-    "ddim" (the ``steps``-long DDIM subsequence, stochasticity ``eta``); ``steps=None`` uses all T steps."""
+    "ddim" (the ``steps``-long DDIM subsequence, stochasticity ``eta``); ``steps=None`` uses all T steps.
+    ``clip_denoised`` clamps predicted x0 to [-1, 1]: only for data known to lie there (images)."""
     from .gaussian_diffusion import SAMPLERS
 
     if sampler not in SAMPLERS:
