@@ -54,3 +54,25 @@ class ExitOnRank(L.Callback):
         if trainer.global_rank == self.rank:
             os._exit(self.code)
         time.sleep(self.others_sleep)
+
+
+class RecordRandomState(L.Callback):
+    """Write, per rank, a digest of the torch RNG state at each training batch start (where the step's t, eps
+    and dropout masks are drawn from) to ``<dir>/rng_rank<R>.json``."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir, self.digests = dir, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import hashlib
+
+        import torch
+
+        self.digests[trainer.global_step] = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+        from pathlib import Path
+
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.dir) / f"rng_rank{trainer.global_rank}.json").write_text(json.dumps(self.digests))

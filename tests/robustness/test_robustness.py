@@ -242,3 +242,46 @@ def test_rank_zero_failure_under_ddp_keeps_its_error(tmp_path):
     assert "DDP rank 1 exited" not in result.stderr
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "failed" and "injected failure" in summary["error"]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_draw_their_own_timesteps_noise_and_dropout(tmp_path):
+    """Every rank was seeded alike, so both ranks drew the same t, eps and dropout masks each step."""
+    record = tmp_path / "rng"
+    run_train(
+        [
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"paths.root_dir={tmp_path}",
+            "trainer=ddp_cpu",
+            *FAST_TRAINER,
+            *TINY_UNET,
+            "logger=csv",
+            "+callbacks.rng._target_=tests.robustness.helpers.RecordRandomState",
+            f"+callbacks.rng.dir={record}",
+        ],
+        cwd=tmp_path,
+    )
+    rank0, rank1 = (json.loads((record / f"rng_rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0.keys() == rank1.keys() and len(rank0) == 4
+    assert all(rank0[step] != rank1[step] for step in rank0), "ranks share their random stream"
+
+
+@pytest.mark.slow
+def test_ddp_sigkill_and_resume_equals_a_straight_ddp_run(tmp_path):
+    """Each rank's RNG state is saved and restored (rank 0's was restored on every rank)."""
+    # 2 ranks: 5 batches per epoch; the kill at step 7 falls mid-epoch.
+    ddp = [*RESUME_RUN, "trainer=ddp_cpu", "callbacks.model_checkpoint.every_n_train_steps=7", "trainer.max_steps=21"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *ddp], cwd=tmp_path)
+    kill = ["+callbacks.kill._target_=tests.robustness.helpers.KillAtStep", "+callbacks.kill.step=7"]
+    dead = run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *ddp, *kill], cwd=tmp_path, check=False)
+    assert dead.returncode == -9
+    saved = load(killed / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 7 and len(saved["ddpm_lab"]["rng_per_rank"]) == 2
+    run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *ddp, "ckpt_path=last"], cwd=tmp_path)
+    a, b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 21
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, b["state_dict"][key], atol=1e-6, rtol=0), key
+    for state_a, state_b in zip(a["ddpm_lab"]["rng_per_rank"], b["ddpm_lab"]["rng_per_rank"], strict=True):
+        assert torch.equal(state_a["torch"], state_b["torch"])

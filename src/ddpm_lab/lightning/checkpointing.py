@@ -77,3 +77,27 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+def seed_rank_stream(rank: int) -> None:
+    """Give DDP rank ``rank`` (> 0) its own torch/NumPy/Python random streams, derived from the run's seed.
+
+    Lightning seeds every rank with the same seed, so without this all ranks draw the same timesteps, noise
+    and dropout masks: a global batch of 128 on 4 devices holds only 32 distinct (t, eps) draws. Rank 0 keeps
+    the run's stream, so one-process runs are unchanged."""
+    if rank <= 0:
+        return
+    seed = (torch.initial_seed() + 1_000_003 * rank) % (2**63)
+    torch.manual_seed(seed)  # every device's generator too
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's RNG state (rank order), for the checkpoint: a collective, so all ranks must call it."""
+    state = capture_rng_state()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states

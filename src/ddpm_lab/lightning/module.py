@@ -14,7 +14,7 @@ from torch import nn
 
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..models import EMA
-from .checkpointing import capture_rng_state, restore_rng_state
+from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
 
 # torch.compile's modes: reduce-overhead adds CUDA graphs (fewer launches), max-autotune also benchmarks kernels.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -85,6 +85,7 @@ class DiffusionModule(L.LightningModule):
         self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
         self._nonfinite_terms: dict[str, torch.Tensor] = {}
         self._pending_rng: dict[str, Any] | None = None
+        self._reseed_after_restore = False
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"module.compile_mode={compile_mode!r}; allowed values: {', '.join(COMPILE_MODES)}.")
         for name, value in (("channels_last", channels_last), ("fused_optimizer", fused_optimizer)):
@@ -205,6 +206,8 @@ class DiffusionModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._pending_rng is not None:  # resuming: replay the random stream from where it was saved
             restore_rng_state(self._pending_rng)
+            if self._reseed_after_restore:
+                seed_rank_stream(self.trainer.global_rank)
             self._pending_rng = None
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -307,13 +310,18 @@ class DiffusionModule(L.LightningModule):
         finally:
             network.train(was_training)
 
+    def on_fit_start(self) -> None:
+        seed_rank_stream(self.trainer.global_rank)  # a resume then restores each rank's own saved state
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.nan_policy == "stop":
             self.check_finite()  # never overwrite a good checkpoint with NaN weights
+        rng = gather_rng_states()  # every rank calls this hook; rank 0 writes every rank's stream
         checkpoint["ddpm_lab"] = {
             "config": self.run_config,
             "timestep_sampler": self.timestep_sampler.state_dict(),
-            "rng": capture_rng_state(),
+            "rng": rng[0],
+            "rng_per_rank": rng,
             "nonfinite_skipped": self.nonfinite_skipped,
         }
 
@@ -321,7 +329,11 @@ class DiffusionModule(L.LightningModule):
         state = checkpoint.get("ddpm_lab", {})
         if state.get("timestep_sampler"):
             self.timestep_sampler.load_state_dict(state["timestep_sampler"])
-        self._pending_rng = state.get("rng")
+        per_rank = state.get("rng_per_rank") or []
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        # Each rank resumes its own stream; after a change of world size, rank 0's, re-derived per rank.
+        self._pending_rng = per_rank[rank] if len(per_rank) == world else state.get("rng")
+        self._reseed_after_restore = len(per_rank) != world
         self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
 
 
