@@ -23,6 +23,11 @@ SLURM_UP = ROOT / "tests" / "cluster" / "slurm_up.sh"
 SBATCH = ROOT / "scripts" / "slurm_ddp.sbatch"
 
 
+def run_as_user(args: list[str], repo: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a command as a user would, from the root of the repository copy."""
+    return subprocess.run(args, cwd=repo, env=user_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def cluster_lines(prefix: str) -> list[str]:
     return [line for line in CLUSTER if line.startswith(prefix)]
 
@@ -63,9 +68,7 @@ def test_submitit_sweep_on_slurm(slurm_cluster, tmp_path):
     repo = repo_copy(tmp_path)
     env = user_env()
     line = slurm_sweep_line()
-    result = subprocess.run(
-        [*shlex.split(line), *TOY_SIZES], cwd=repo, env=env, capture_output=True, text=True, timeout=900
-    )
+    result = run_as_user([*shlex.split(line), *TOY_SIZES], repo, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     (sweep,) = (repo / "logs" / "train" / "multiruns").iterdir()
     script = next((sweep / ".submitit").glob(".submission_file_*.sh")).read_text()
@@ -105,14 +108,7 @@ def test_sbatch_template_runs_one_ddp_job(slurm_cluster, tmp_path):
     repo = repo_copy(tmp_path)
     (line,) = cluster_lines("sbatch ")
     assert SBATCH.read_text() == (repo / "scripts" / "slurm_ddp.sbatch").read_text()
-    result = subprocess.run(
-        ["sbatch", "--wait", *shlex.split(line)[1:], *TOY_SIZES],
-        cwd=repo,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run_as_user(["sbatch", "--wait", *shlex.split(line)[1:], *TOY_SIZES], repo, timeout=900)
     job_id = re.search(r"Submitted batch job (\d+)", result.stdout).group(1)
     output = (repo / f"slurm-{job_id}.out").read_text()
     assert result.returncode == 0, output[-4000:]
@@ -129,14 +125,7 @@ def test_one_task_allocation_launches_its_own_ranks(slurm_cluster, tmp_path):
     SLURM's one-task view, where both processes were rank 0 of 1)."""
     repo = repo_copy(tmp_path)
     (mention,) = re.findall(r"`(srun -n1 -c2 ddpm-train trainer=ddp_cpu)`", (ROOT / "README.md").read_text())
-    result = subprocess.run(
-        [*shlex.split(mention), "experiment=toy_moons", *TOY_SIZES],
-        cwd=repo,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_as_user([*shlex.split(mention), "experiment=toy_moons", *TOY_SIZES], repo, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     (run,) = job_summaries(repo / "logs" / "train" / "runs").values()
     assert_one_completed_ddp_run(run)
@@ -147,12 +136,9 @@ def test_one_task_allocation_launches_its_own_ranks(slurm_cluster, tmp_path):
 @pytest.mark.xdist_group("slurm")  # one worker: a queued job would leave the other idle
 def test_srun_layout_that_does_not_match_the_trainer_is_refused(slurm_cluster, tmp_path):
     repo = repo_copy(tmp_path)
-    result = subprocess.run(
+    result = run_as_user(
         ["srun", "--ntasks-per-node=2", "ddpm-train", "experiment=toy_moons", "trainer=ddp_cpu", "trainer.devices=4"],
-        cwd=repo,
-        env=user_env(),
-        capture_output=True,
-        text=True,
+        repo,
         timeout=300,
     )
     assert result.returncode != 0
@@ -169,14 +155,7 @@ def test_srun_layout_that_does_not_match_the_trainer_is_refused(slurm_cluster, t
 def test_torchrun_two_processes(tmp_path):
     repo = repo_copy(tmp_path)
     (line,) = [line for line in cluster_lines("torchrun --standalone")]
-    result = subprocess.run(
-        ["bash", "-c", f"{line} {' '.join(TOY_SIZES)}"],
-        cwd=repo,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_as_user(["bash", "-c", f"{line} {' '.join(TOY_SIZES)}"], repo, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     (run,) = job_summaries(repo / "logs" / "train" / "runs").values()
     assert_one_completed_ddp_run(run)

@@ -13,24 +13,9 @@ from ddpm_lab.cli.leaderboard import main as leaderboard_main
 from ddpm_lab.cli.sweep_preflight import sweep_jobs
 from ddpm_lab.leaderboard import Run, build_leaderboard
 from tests.conftest import run_train_cli as run_cli
+from tests.sweeps.test_readme_sweeps import TOY_SIZES
 
-TOY_FAST = [
-    "experiment=toy_moons",
-    "logger=csv",
-    "trainer.max_steps=30",
-    "trainer.val_check_interval=15",
-    "trainer.limit_val_batches=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "data.num_train=512",
-    "data.num_val=200",
-    "data.num_test=200",
-    "model.hidden_dim=32",
-    "diffusion.num_timesteps=20",
-    "callbacks.sample_distance.num_samples=200",
-    "callbacks.sample_images.num_samples=50",
-    "callbacks.sample_images.every_n_steps=30",
-]
+TOY_FAST = ["experiment=toy_moons", "logger=csv", *TOY_SIZES, "diffusion.num_timesteps=20"]
 
 
 @pytest.mark.slow

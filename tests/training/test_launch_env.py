@@ -24,6 +24,11 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
+def set_env(monkeypatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_single_process(clean_env):
     launch = detect_launch()
     assert (launch.engine, launch.global_rank, launch.world_size, launch.external) == ("single", 0, 1, False)
@@ -31,18 +36,22 @@ def test_single_process(clean_env):
 
 def test_srun_task_one_is_not_rank_zero(clean_env):
     """The bug: RANK/LOCAL_RANK only, so under srun --ntasks-per-node=2 both tasks were rank 0."""
-    for name, value in {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_NNODES": "1", "SLURM_JOB_ID": "77",
-                        "SLURM_STEP_ID": "0", "SLURM_TASKS_PER_NODE": "2"}.items():  # fmt: skip
-        clean_env.setenv(name, value)
+    set_env(
+        clean_env,
+        SLURM_PROCID="1",
+        SLURM_NTASKS="2",
+        SLURM_NNODES="1",
+        SLURM_JOB_ID="77",
+        SLURM_STEP_ID="0",
+        SLURM_TASKS_PER_NODE="2",
+    )
     launch = detect_launch()
     assert (launch.engine, launch.global_rank, launch.world_size, launch.local_world_size) == ("slurm", 1, 2, 2)
     assert not launch.is_rank_zero and launch.external and launch.key == "slurm-77.0"
 
 
 def test_per_node_counts_in_slurm_format(clean_env):
-    for name, value in {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_NNODES": "2",
-                        "SLURM_TASKS_PER_NODE": "2(x2)"}.items():  # fmt: skip
-        clean_env.setenv(name, value)
+    set_env(clean_env, SLURM_PROCID="3", SLURM_NTASKS="4", SLURM_NNODES="2", SLURM_TASKS_PER_NODE="2(x2)")
     launch = detect_launch()
     assert (launch.local_world_size, launch.num_nodes, launch.global_rank) == (2, 2, 3)
 
@@ -60,9 +69,15 @@ def test_one_task_allocation_is_single(clean_env):
 
 
 def test_torchrun_two_nodes(clean_env):
-    for name, value in {"TORCHELASTIC_RUN_ID": "none", "RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1",
-                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}.items():  # fmt: skip
-        clean_env.setenv(name, value)
+    set_env(
+        clean_env,
+        TORCHELASTIC_RUN_ID="none",
+        RANK="1",
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT="29533",
+    )
     launch = detect_launch()
     assert (launch.engine, launch.global_rank, launch.num_nodes, launch.local_world_size) == ("torchrun", 1, 2, 1)
     assert launch.key == "torchrun-none-127.0.0.1-29533-0"
@@ -78,9 +93,7 @@ def test_torchrun_two_nodes(clean_env):
     ],
 )  # fmt: skip
 def test_launch_must_match_the_trainer(clean_env, tmp_path, overrides, message):
-    for name, value in {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_NNODES": "2",
-                        "SLURM_TASKS_PER_NODE": "2(x2)"}.items():  # fmt: skip
-        clean_env.setenv(name, value)
+    set_env(clean_env, SLURM_PROCID="0", SLURM_NTASKS="4", SLURM_NNODES="2", SLURM_TASKS_PER_NODE="2(x2)")
     cfg = compose_config("train", tmp_path, overrides)
     if message is None:
         validate_launch(cfg, detect_launch())
