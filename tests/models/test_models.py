@@ -142,3 +142,59 @@ def test_attention_block_is_single_head_softmax_attention(memory_format):
     expected = x + block.proj((v @ attention.transpose(1, 2)).reshape(2, 64, 4, 4))
     torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
     assert block(x).is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_multi_head_attention_is_softmax_attention_per_head(memory_format):
+    """4 heads (IDDPM): head j attends with q, k, v from channels [j*d, (j+1)*d) of each of the q, k, v thirds."""
+    from ddpm_lab.models.unet_blocks import AttentionBlock
+
+    torch.manual_seed(0)
+    heads, c = 4, 64
+    d = c // heads
+    block = AttentionBlock(c, num_heads=heads).to(memory_format=memory_format)
+    torch.nn.init.normal_(block.proj.weight, std=0.1)
+    x = torch.randn(2, c, 4, 4).contiguous(memory_format=memory_format)
+    q, k, v = block.qkv(block.norm(x)).flatten(2).chunk(3, dim=1)  # (B, C, HW) each
+    outs = []
+    for j in range(heads):
+        qj, kj, vj = (part[:, j * d : (j + 1) * d] for part in (q, k, v))
+        attention = torch.softmax(qj.transpose(1, 2) @ kj / d**0.5, dim=-1)
+        outs.append(vj @ attention.transpose(1, 2))  # (B, d, HW)
+    expected = x + block.proj(torch.cat(outs, 1).reshape(2, c, 4, 4))
+    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="num_heads=3"):
+        AttentionBlock(64, num_heads=3)
+
+
+def test_scale_shift_norm_conditions_the_second_norm():
+    """IDDPM: h = GroupNorm(h) * (1 + scale) + shift with (scale, shift) from the timestep embedding."""
+    from ddpm_lab.models.unet_blocks import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(32, 32, temb_dim=16, dropout=0.0, scale_shift_norm=True).eval()
+    torch.nn.init.normal_(block.conv2.weight, std=0.1)
+    x, temb = torch.randn(2, 32, 4, 4), torch.randn(2, 16)
+    h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
+    scale, shift = block.temb_proj(torch.nn.functional.silu(temb))[:, :, None, None].chunk(2, dim=1)
+    h = block.conv2(torch.nn.functional.silu(block.norm2(h) * (1 + scale) + shift))
+    torch.testing.assert_close(block(x, temb), x + h)
+    assert block.temb_proj.out_features == 64
+
+
+def test_cifar10_iddpm_is_improved_diffusions_cifar10_setup(tmp_path):
+    """improved-diffusion's CIFAR-10 flags: 4000 steps, 3 res blocks, attention 16,8 with 4 heads, scale-shift."""
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config("train", tmp_path, ["experiment=cifar10_iddpm"])
+    d, m = cfg.diffusion, cfg.model
+    assert (d.num_timesteps, d.schedule, d.var_type, d.loss_type) == (4000, "cosine", "learned_range", "hybrid")
+    assert (m.base_channels, list(m.channel_mults), m.num_res_blocks) == (128, [1, 2, 2, 2], 3)
+    assert (list(m.attention_resolutions), m.num_heads, m.scale_shift_norm, m.dropout) == ([16, 8], 4, True, 0.3)
+    net = instantiate(m, sample_shape=[3, 32, 32], learned_variance=True)
+    heads = {block.num_heads for block in net.modules() if hasattr(block, "num_heads")}
+    assert heads == {4} and all(b.scale_shift_norm for b in net.modules() if hasattr(b, "scale_shift_norm"))
+    out = net(torch.randn(1, 3, 32, 32), torch.tensor([3999]))
+    assert out.shape == (1, 6, 32, 32)

@@ -174,6 +174,8 @@ def validate_model_for_data(cfg: DictConfig) -> None:
                 cfg.model.base_channels,
                 list(cfg.model.channel_mults),
                 list(cfg.model.attention_resolutions),
+                cfg.model.get("num_groups", 32),
+                cfg.model.get("num_heads", 1),
             )
         except ValueError as err:
             raise ConfigError(

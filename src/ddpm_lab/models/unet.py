@@ -1,7 +1,8 @@
 """The DDPM U-Net (Ho et al. 2020, appendix B; a PixelCNN++-style wide ResNet with self-attention).
 
-With base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2, attention at 16x16 and 32x32 inputs,
-this is the paper's 35.7M-parameter CIFAR-10 model.
+With base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2 and attention at 16x16 on 32x32 inputs,
+this is the paper's 35.7M-parameter CIFAR-10 model. IDDPM's CIFAR-10 model (Nichol & Dhariwal 2021) adds
+num_res_blocks=3, attention at 16 and 8, num_heads=4 and scale_shift_norm=True.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class UNet(nn.Module):
         num_res_blocks: residual blocks per level on the way down (one more on the way up).
         attention_resolutions: feature-map sizes (e.g. 16) at which self-attention follows each ResBlock.
         learned_variance: output 2C channels ([mean part, variance part]) instead of C.
+        num_heads: attention heads (DDPM 1, IDDPM 4); every level's width must be divisible by it.
+        scale_shift_norm: IDDPM's GroupNorm(h) * (1 + scale) + shift timestep conditioning in the ResBlocks.
     """
 
     def __init__(
@@ -37,9 +40,11 @@ class UNet(nn.Module):
         dropout: float = 0.1,
         learned_variance: bool = False,
         num_groups: int = 32,
+        num_heads: int = 1,
+        scale_shift_norm: bool = False,
     ) -> None:
         super().__init__()
-        validate_unet_shape(sample_shape, base_channels, channel_mults, attention_resolutions, num_groups)
+        validate_unet_shape(sample_shape, base_channels, channel_mults, attention_resolutions, num_groups, num_heads)
         in_channels, image_size = int(sample_shape[0]), int(sample_shape[1])
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.in_channels = in_channels
@@ -49,7 +54,10 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, temb_dim, dropout, num_groups)
+            return ResBlock(cin, cout, temb_dim, dropout, num_groups, scale_shift_norm)
+
+        def attention(channels: int) -> AttentionBlock:
+            return AttentionBlock(channels, num_groups, num_heads)
 
         self.down = nn.ModuleList()
         skip_channels, ch, resolution = [base_channels], base_channels, image_size
@@ -58,21 +66,21 @@ class UNet(nn.Module):
                 layers = [res(ch, base_channels * mult)]
                 ch = base_channels * mult
                 if resolution in attention_resolutions:
-                    layers.append(AttentionBlock(ch, num_groups))
+                    layers.append(attention(ch))
                 self.down.append(nn.ModuleList(layers))
                 skip_channels.append(ch)
             if level != len(channel_mults) - 1:
                 self.down.append(nn.ModuleList([Downsample(ch)]))
                 skip_channels.append(ch)
                 resolution //= 2
-        self.middle = nn.ModuleList([res(ch, ch), AttentionBlock(ch, num_groups), res(ch, ch)])
+        self.middle = nn.ModuleList([res(ch, ch), attention(ch), res(ch, ch)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mults))):
             for _ in range(num_res_blocks + 1):
                 layers = [res(ch + skip_channels.pop(), base_channels * mult)]
                 ch = base_channels * mult
                 if resolution in attention_resolutions:
-                    layers.append(AttentionBlock(ch, num_groups))
+                    layers.append(attention(ch))
                 self.up.append(nn.ModuleList(layers))
             if level != 0:
                 self.up.append(nn.ModuleList([Upsample(ch)]))
@@ -107,6 +115,7 @@ def validate_unet_shape(
     channel_mults: Sequence[int],
     attention_resolutions: Sequence[int],
     num_groups: int = 32,
+    num_heads: int = 1,
 ) -> None:
     """Raise a ValueError naming the offending option if the U-Net cannot be built for this data shape."""
     if len(sample_shape) != 3 or sample_shape[1] != sample_shape[2]:
@@ -129,3 +138,6 @@ def validate_unet_shape(
     bad = sorted(w for w in widths if w % min(num_groups, w))
     if bad:
         raise ValueError(f"channel widths {bad} are not divisible by GroupNorm's {num_groups} groups.")
+    split = sorted(w for w in widths if num_heads < 1 or w % num_heads)
+    if split:
+        raise ValueError(f"channel widths {split} cannot be split into num_heads={num_heads} attention heads.")
