@@ -15,6 +15,7 @@ from torch import nn
 from ..diffusion import GaussianDiffusion, make_timestep_sampler
 from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
+from .precision import at_run_precision
 
 # torch.compile's modes: reduce-overhead adds CUDA graphs (fewer launches), max-autotune also benchmarks kernels.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -296,7 +297,7 @@ class DiffusionModule(L.LightningModule):
         network.eval()
         try:
             return self.diffusion.sample(
-                self._sampling_network(network),
+                at_run_precision(self._sampling_network(network), self._trainer),
                 (num_samples, *self.sample_shape),
                 sampler=settings["sampler"],
                 steps=settings["steps"],
