@@ -76,3 +76,25 @@ class RecordRandomState(L.Callback):
 
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         (Path(self.dir) / f"rng_rank{trainer.global_rank}.json").write_text(json.dumps(self.digests))
+
+
+class RecordValidationItems(L.Callback):
+    """Write, per rank, the split indices of the items each validation pass evaluated (``<dir>/val_rank<R>.json``;
+    -1 for items of a loader that does not say their index)."""
+
+    def __init__(self, dir: str) -> None:
+        self.dir, self.items = dir, []
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if isinstance(batch, list | tuple):
+            self.items += [int(i) for i in batch[1]]
+        else:
+            self.items += [-1] * len(batch)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        import json
+        from pathlib import Path
+
+        Path(self.dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.dir) / f"val_rank{trainer.global_rank}.json").write_text(json.dumps(self.items))
+        self.items = []

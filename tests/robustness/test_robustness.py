@@ -285,3 +285,33 @@ def test_ddp_sigkill_and_resume_equals_a_straight_ddp_run(tmp_path):
         assert torch.allclose(value, b["state_dict"][key], atol=1e-6, rtol=0), key
     for state_a, state_b in zip(a["ddpm_lab"]["rng_per_rank"], b["ddpm_lab"]["rng_per_rank"], strict=True):
         assert torch.equal(state_a["torch"], state_b["torch"])
+
+
+@pytest.mark.slow
+def test_ddp_validation_is_sharded_and_equals_the_single_process_loss(tmp_path):
+    """Validation ran unsharded (every rank the same batches). Now each item is evaluated once across the ranks,
+    with noise from its index, and the mean is reduced exactly: with frozen weights (lr 0) the DDP val/loss
+    equals the one-process value on the same 8 items."""
+    frozen = [*FAST_TRAINER, *TINY_UNET, "logger=csv", "optimizer.lr=0.0", "data.batch_size=8"]
+    losses = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        run, record = tmp_path / trainer, tmp_path / f"items_{trainer}"
+        record_items = ["+callbacks.items._target_=tests.robustness.helpers.RecordValidationItems"]
+        args = [f"hydra.run.dir={run}", f"paths.root_dir={tmp_path}", f"trainer={trainer}", *frozen, *record_items]
+        run_train([*args, f"+callbacks.items.dir={record}"], cwd=tmp_path)
+        summary = json.loads((run / "metrics.json").read_text())
+        assert summary["world_size"] == (2 if trainer == "ddp_cpu" else 1)
+        losses[trainer] = summary["final"]["val/loss"]
+    ranks = [json.loads((tmp_path / "items_ddp_cpu" / f"val_rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == list(range(8)), "each of the 8 items once, across the two ranks"
+    assert losses["ddp_cpu"] == pytest.approx(losses["cpu"], rel=1e-6, abs=1e-7)
+
+
+def test_eval_shards_cover_every_item_once(monkeypatch):
+    from ddpm_lab.data import resumable
+
+    seen = []
+    for rank in range(3):
+        monkeypatch.setattr(resumable, "_world", lambda rank=rank: (3, rank))
+        seen += list(resumable.EvalShardSampler(10))
+    assert sorted(seen) == list(range(10))

@@ -21,7 +21,7 @@ from .formats import (
     load_mnist,
 )
 from .image_datasets import ArrayImages, DiffusionImages, FileImages, resize_uint8
-from .resumable import ResumableDataLoader, ResumableSampler
+from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -102,16 +102,15 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set = DiffusionImages(self.images("train"), self.random_flip)
         self.val_set = DiffusionImages(self.images(self.val_split))
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return eval_loader(
             dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) >= self.batch_size,
+            self.batch_size,
+            self.seed,
+            trainer=self.trainer,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed),  # not the global RNG (exact resume)
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -128,10 +127,10 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(DiffusionImages(self.images("test")), train=False)
+        return self._eval_loader(DiffusionImages(self.images("test")))
 
 
 class MNISTDataModule(ImageDataModule):

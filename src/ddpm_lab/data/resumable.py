@@ -80,3 +80,52 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.sampler.epoch = state["epoch"]
         self.sampler.skip = state["batches"] * self.batch_size
+
+
+class IndexedItems(Dataset):
+    """``(item, global index)`` pairs of ``dataset``: evaluation draws each item's noise from its index, so a
+    validation loss is the same whatever the number of ranks the items are sharded over."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.dataset[index], index
+
+
+class EvalShardSampler(Sampler):
+    """The first ``size`` indices, sharded over ranks without padding (rank r takes r, r + world, ...): every
+    item is evaluated exactly once across the ranks."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        world, rank = _world()
+        return len(range(rank, self.size, world))
+
+    def __iter__(self):
+        world, rank = _world()
+        yield from range(rank, self.size, world)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, seed: int, trainer: Any = None, **kwargs: Any) -> DataLoader:
+    """A validation/test DataLoader of ``(x, index)`` batches, sharded over ranks with exact counts.
+
+    With an integer ``trainer.limit_val_batches`` the evaluated items are the first limit x batch_size of the
+    split, whatever the world size (Lightning would otherwise take limit batches per rank). The loader has its
+    own generator: creating its iterator must not draw from the global RNG (exact resume)."""
+    size = len(dataset)
+    limit = getattr(trainer, "limit_val_batches", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        size = min(size, limit * batch_size)
+    return DataLoader(
+        IndexedItems(dataset),
+        batch_size=batch_size,
+        sampler=EvalShardSampler(size),
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )

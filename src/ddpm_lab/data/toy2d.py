@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .resumable import ResumableDataLoader, ResumableSampler
+from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
 TOY_DATASETS = ("swiss_roll", "moons", "s_curve")
 
@@ -73,7 +73,8 @@ class Toy2DDataModule(L.LightningDataModule):
         self.points("train")  # draws and standardises every split once
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(_Points(self.points(split)), batch_size=self.batch_size, num_workers=self.num_workers)
+        points = _Points(self.points(split))
+        return eval_loader(points, self.batch_size, self.seed, trainer=self.trainer, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         points = _Points(self.points("train"))

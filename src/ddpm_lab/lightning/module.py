@@ -11,8 +11,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
+from torchmetrics import MeanMetric
 
-from ..diffusion import GaussianDiffusion, make_timestep_sampler
+from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler
 from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
 from .precision import at_run_precision
@@ -86,6 +87,10 @@ class DiffusionModule(L.LightningModule):
         self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
         self._nonfinite_terms: dict[str, torch.Tensor] = {}
         self._pending_rng: dict[str, Any] | None = None
+        # Validation means of each loss term (exact under DDP: torchmetrics reduces sums and counts).
+        self.val_means = nn.ModuleDict(
+            {name: MeanMetric(nan_strategy="disable") for name in loss_term_names(diffusion.loss_type)}
+        )
         self._reseed_after_restore = False
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"module.compile_mode={compile_mode!r}; allowed values: {', '.join(COMPILE_MODES)}.")
@@ -215,14 +220,22 @@ class DiffusionModule(L.LightningModule):
         if self.nan_policy == "stop" and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
             self.check_finite()
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # Fixed timesteps and noise per batch index, so validation losses are comparable across evaluations.
-        generator = torch.Generator().manual_seed(batch_idx)
-        t = torch.randint(0, self.diffusion.num_timesteps, (batch.shape[0],), generator=generator).to(self.device)
-        noise = torch.randn(batch.shape, generator=generator).to(self.device, batch.dtype)
-        terms = self._losses(self.ema.module, batch, t, noise)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """batch: x (B, ...) and each item's index in the split (B,), from the sharded eval loader."""
+        x, index = batch
+        # Fixed timestep and noise per item, drawn from its index: validation losses are comparable across
+        # evaluations and do not depend on how many ranks the split is sharded over.
+        t, noise = [], []
+        for item in index.tolist():
+            generator = torch.Generator().manual_seed(int(item))
+            t.append(torch.randint(0, self.diffusion.num_timesteps, (1,), generator=generator))
+            noise.append(torch.randn(x.shape[1:], generator=generator))
+        t, noise = torch.cat(t).to(self.device), torch.stack(noise).to(self.device, x.dtype)
+        terms = self._losses(self.ema.module, x, t, noise)
         for name, value in terms.items():
-            self.log(f"val/{name}", value.mean(), sync_dist=True, prog_bar=name == "loss")
+            # Per-item sums and counts, reduced over ranks at the epoch's end: the exact mean over every item.
+            self.val_means[name].update(value.detach())
+            self.log(f"val/{name}", self.val_means[name], prog_bar=name == "loss")
 
     def fused_optimizer_kwargs(self) -> dict[str, bool]:
         """``fused=True`` for the optimizer where it is asked for (or ``auto``) and the optimizer takes it.
