@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint format clean
+.PHONY: install train test test-fast lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ train: $(STAMP)
 
 # Tests run on 2 workers; the notebooks run after them, one at a time and small (each trains models).
 test: $(STAMP)
-	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS) tests
+	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15 $(PYTEST_ARGS) tests
 	WANDB_MODE=offline WANDB_SILENT=true DDPM_LAB_NOTEBOOK_FAST=1 $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 $(PYTEST_ARGS) notebooks
+
+# The edit-test loop: everything not marked slow (no training runs, sweeps or clusters), about a minute.
+test-fast: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS) tests
 
 lint: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/pre-commit run --all-files

@@ -199,12 +199,9 @@ def write_outputs(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
 
 
 def _plot(board: Leaderboard, path: Path) -> None:
-    import matplotlib
+    from .visualize import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = figure(figsize=(8, 5), dpi=100)
     for _, members in board.groups:
         for run in members:
             points = [(row["step"], row[board.metric]) for row in read_history(run.path) if board.metric in row]
@@ -216,4 +213,3 @@ def _plot(board: Leaderboard, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)

@@ -1,6 +1,7 @@
 """Pictures people would rather look at: sample grids, denoising trajectories, 2-D scatters, schedule curves.
 
-Pure matplotlib/PIL (Agg backend); no Lightning. Images are tensors in [-1, 1].
+Pure matplotlib/PIL; no Lightning. Images are tensors in [-1, 1]. Figures are drawn on their own Agg canvas,
+without pyplot, so importing this module never changes the user's matplotlib backend (a notebook keeps its own).
 """
 
 from __future__ import annotations
@@ -8,12 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from .diffusion import Trajectory
@@ -56,7 +55,7 @@ def save_trajectory_strip(trajectory: Trajectory, path: str | Path, num_rows: in
     states = trajectory.states[:, :num_rows]  # (K, R, C, H, W)
     k, r = states.shape[:2]
     grid = image_grid(states.transpose(0, 1).reshape(k * r, *states.shape[2:]), nrow=k)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 * k), max(2.0, 1.0 * r) + 0.6), dpi=100)
+    fig, ax = figure(figsize=(max(4.0, 1.0 * k), max(2.0, 1.0 * r) + 0.6), dpi=100)
     ax.imshow(grid, interpolation="nearest")
     cell = grid.shape[1] / k
     ax.set_xticks([cell * (i + 0.5) for i in range(k)], [f"t={t}" for t in trajectory.noise_levels], fontsize=8)
@@ -74,7 +73,7 @@ def save_points_figure(
     num_paths: int = 10,
 ) -> np.ndarray:
     """2-D samples over the data, with the reverse paths of ``num_paths`` points from noise to data."""
-    fig, axes = plt.subplots(1, 2 if trajectory is not None else 1, figsize=(10 if trajectory else 5, 5), dpi=100)
+    fig, axes = figure(1, 2 if trajectory is not None else 1, figsize=(10 if trajectory else 5, 5), dpi=100)
     axes = np.atleast_1d(axes)
     data, samples = data.cpu().numpy(), samples.detach().cpu().numpy()
     axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.3, c="tab:blue", label="data")
@@ -95,7 +94,7 @@ def save_points_figure(
 
 def save_schedule_curves(alpha_bars: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:
     """alpha-bar_t and log SNR_t = log(abar / (1 - abar)) against t/T for named schedules."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    fig, axes = figure(1, 2, figsize=(10, 4), dpi=100)
     for name, abar in alpha_bars.items():
         x = np.linspace(0, 1, len(abar))
         axes[0].plot(x, abar.numpy(), label=name)
@@ -106,11 +105,16 @@ def save_schedule_curves(alpha_bars: dict[str, torch.Tensor], path: str | Path) 
     return _save_figure(fig, path)
 
 
-def _save_figure(fig: plt.Figure, path: str | Path) -> np.ndarray:
+def figure(nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[Figure, object]:
+    """A figure and its axes, on an Agg canvas of its own (``Figure.subplots``; no pyplot state)."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols)
+
+
+def _save_figure(fig: Figure, path: str | Path) -> np.ndarray:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
     fig.canvas.draw()
-    array = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return array
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
