@@ -90,8 +90,10 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
             seen.add(run_dir.resolve())
             try:
                 summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
+            except (FileNotFoundError, ValueError):  # missing, not JSON, or not text at all
                 summary = {"status": "no record", "error": f"no readable {SUMMARY_FILE}"}
+            if not isinstance(summary, dict):
+                summary = {"status": "no record", "error": f"{SUMMARY_FILE} is not a JSON object"}
             runs.append(Run(run_dir, summary))
     return runs
 

@@ -191,6 +191,13 @@ BAD_CONFIGS = [
         r"fused_optimizer=true cannot be combined with trainer.precision=16-mixed and trainer.gradient_clip_val=1.0",
     ),
     (["experiment=toy_moons", "model=unet_tiny"], r"model=UNet is for images"),
+    (
+        ["optimizer.lr=-1e-3"],
+        r"the optimizer refuses its settings: Invalid learning rate: -0.001 \(optimizer.lr=-0.001",
+    ),
+    (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not valid: use a positive number of optimizer steps"),
+    (["trainer.max_steps=0"], r"trainer.max_steps=0 is not valid"),
+    (["module.lr_warmup_steps=-5"], r"module.lr_warmup_steps=-5 is not valid: use an integer >= 0"),
 ]
 
 

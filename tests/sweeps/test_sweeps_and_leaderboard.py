@@ -229,3 +229,14 @@ def test_an_eval_sweep_ranks_its_samplers_together_but_not_other_protocols(tmp_p
         ]
     )
     assert [[r.path.name for r in members] for _, members in board.groups] == [["b", "c", "a"], ["d"]]
+
+
+def test_leaderboard_lists_unreadable_records_instead_of_crashing(tmp_path, capsys):
+    """A binary or non-object metrics.json gave a raw traceback."""
+    for name, payload in (("binary", b"\x80\x81\xfe\x00"), ("list", b"[1, 2]")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_bytes(payload)
+    assert leaderboard_main([str(tmp_path), "--out", str(tmp_path / "board")]) == 0
+    markdown = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "binary" in markdown and "no readable metrics.json" in markdown
+    assert "list" in markdown and "metrics.json is not a JSON object" in markdown

@@ -43,6 +43,7 @@ def validate_config(cfg: DictConfig) -> None:
         ) from err
     validate_fast_paths(cfg)
     validate_model_for_data(cfg)
+    validate_training_loop(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
     if fid is not None and fid.get("num_samples", 2) < 2:
         raise ConfigError(
@@ -208,3 +209,28 @@ def validate_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples.")
     if fid.get("on_missing_weights", "error") == "error":
         resolve_inception_weights(fid.get("inception_weights"))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_training_loop(cfg: DictConfig) -> None:
+    """Step counts and the optimizer's own arguments (torch's checks, run on one dummy parameter now)."""
+    import torch
+
+    max_steps = (cfg.get("trainer") or {}).get("max_steps", -1)
+    if not _is_int(max_steps) or (max_steps < 1 and max_steps != -1):
+        raise ConfigError(
+            f"trainer.max_steps={max_steps!r} is not valid: use a positive number of optimizer steps (e.g. "
+            "trainer.max_steps=1000), or -1 to stop by trainer.max_epochs instead."
+        )
+    warmup = cfg.module.get("lr_warmup_steps", 0)
+    if not _is_int(warmup) or warmup < 0:
+        raise ConfigError(f"module.lr_warmup_steps={warmup!r} is not valid: use an integer >= 0 (0 = no warm-up).")
+    try:
+        instantiate(cfg.optimizer)(params=[torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        settings = ", ".join(f"optimizer.{k}={v}" for k, v in cfg.optimizer.items() if not str(k).startswith("_"))
+        raise ConfigError(f"the optimizer refuses its settings: {cause} ({settings}).") from err
