@@ -44,20 +44,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_fast_paths(cfg)
     validate_model_for_data(cfg)
     validate_training_loop(cfg)
-    fid = (cfg.get("metrics") or {}).get("fid")
-    if fid is not None and fid.get("num_samples", 2) < 2:
-        raise ConfigError(
-            f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples "
-            "(papers use 50000; 10000 is the default during training)."
-        )
-    if fid is not None and fid.get("reference_num_images") is not None and fid.reference_num_images < 2:
-        raise ConfigError(
-            f"metrics.fid.reference_num_images={fid.reference_num_images} is not valid: use null "
-            "(the whole reference split) or at least 2."
-        )
-    if fid is not None and fid.get("on_missing_weights", "error") == "error":
-        # Missing Inception weights must stop the run now, not when the first FID is due hours later.
-        resolve_inception_weights(fid.get("inception_weights"))
+    validate_fid_options((cfg.get("metrics") or {}).get("fid"))
     steps = cfg.sampling.get("steps")
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
         raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")
@@ -203,11 +190,27 @@ def validate_eval_config(cfg: DictConfig) -> None:
     if fid.get("sampler") is not None:
         _choice("metrics.fid.sampler", fid.sampler, SAMPLERS)
     steps = fid.get("steps")
-    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+    if steps is not None and not (_is_int(steps) and steps >= 1):
         raise ConfigError(f"metrics.fid.steps={steps!r} is not valid: use null (all steps) or an integer >= 1.")
+    validate_fid_options(fid)
+
+
+def validate_fid_options(fid: DictConfig | None) -> None:
+    """metrics.fid (ddpm-train and ddpm-eval): sample counts, and the Inception weights found now."""
+    if fid is None:
+        return
     if fid.get("num_samples", 2) < 2:
-        raise ConfigError(f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples.")
+        raise ConfigError(
+            f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples "
+            "(papers use 50000; 10000 is the default during training)."
+        )
+    if fid.get("reference_num_images") is not None and fid.reference_num_images < 2:
+        raise ConfigError(
+            f"metrics.fid.reference_num_images={fid.reference_num_images} is not valid: use null "
+            "(the whole reference split) or at least 2."
+        )
     if fid.get("on_missing_weights", "error") == "error":
+        # Missing Inception weights must stop the run now, not when the first FID is due hours later.
         resolve_inception_weights(fid.get("inception_weights"))
 
 
