@@ -86,14 +86,6 @@ def detect_launch() -> LaunchEnv:
     return LaunchEnv("single", 0, 1, 1, 1, None)
 
 
-def global_rank() -> int:
-    return detect_launch().global_rank
-
-
-def is_rank_zero() -> bool:
-    return detect_launch().is_rank_zero
-
-
 def rendezvous_path(log_dir: str | Path, key: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
     return Path(log_dir) / RENDEZVOUS_DIR / f"{safe}.json"
@@ -122,7 +114,7 @@ def wait_for_rank_zero(path: Path, started: float, timeout_s: float = RENDEZVOUS
             return payload["config"]
         time.sleep(0.2)
     raise TimeoutError(
-        f"rank {global_rank()} waited {timeout_s:.0f} s for rank 0 to publish its config at {path}. Rank 0 must "
-        "run with the same arguments and see the same paths.log_dir (a shared file system across nodes); "
+        f"rank {detect_launch().global_rank} waited {timeout_s:.0f} s for rank 0 to publish its config at {path}. "
+        "Rank 0 must run with the same arguments and see the same paths.log_dir (a shared file system across nodes); "
         "set DDPM_LAB_RENDEZVOUS_TIMEOUT for a slower start."
     )

@@ -174,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.trainer,
             logger=build_loggers(cfg, run_dir, fields),
             callbacks=build_callbacks(cfg),
+            # Detected again: DDPWorkers (just above) has made this process rank 0 of ddpm-lab's own launcher.
             plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
         )
         if rank_zero:

@@ -32,7 +32,7 @@ def validate_config(cfg: DictConfig) -> None:
     _choice("sampling.sampler", cfg.sampling.sampler, SAMPLERS, "sampler")
     _choice("module.timestep_sampler", cfg.module.timestep_sampler, TIMESTEP_SAMPLERS)
     T = d.num_timesteps
-    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+    if not _is_int(T) or T < 2:
         raise ConfigError(f"diffusion.num_timesteps={T!r} is not valid: it must be an integer >= 2 (DDPM uses 1000).")
     try:  # the diffusion's own constructor holds the rules on combinations (variance x loss)
         instantiate(cfg.diffusion)
