@@ -129,3 +129,18 @@ def inception_weights(tmp_path_factory) -> Path:
     from tests.inception_weights import write_random_inception_weights
 
     return write_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse ``--dist loadgroup`` where it silently does not group: pytest 9.2's structured node ids lose
+    the group tags pytest-xdist <= 3.8 writes (pytest-xdist#1386), and the SLURM tests, which share one
+    2-CPU node, would then run on both workers at once and wait on each other's jobs."""
+    import xdist
+
+    xdist_version = tuple(int(part) for part in xdist.__version__.split(".")[:2])
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2) and xdist_version <= (3, 8):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} with pytest-xdist {xdist.__version__}: --dist loadgroup does not "
+            "group tests marked xdist_group (pytest-xdist#1386). Install the pytest that pyproject.toml's dev "
+            "extra allows (`make install`, or pip install 'pytest<9.2'), or run without -n."
+        )

@@ -4,11 +4,21 @@
 # Needs root (apt-get, daemons). Used by tests/cluster (pytest -m slurm); about 2 minutes the first time.
 set -euo pipefail
 
+# One at a time: each pytest worker runs this at session start, and two restarts at once leave the node down.
+exec 9>/tmp/ddpm_lab_slurm_up.lock
+flock 9
+
+# Every core of the machine. Not plain `nproc`: it honours OMP_NUM_THREADS, which the test workers set to
+# their share of the cores, and a 1-CPU node can never start a 2-task job (it stays queued for ever).
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+
 partition_up() { timeout 10 sinfo -h -p debug -o %a 2>/dev/null | grep -q up; }
 node_ready() { timeout 10 sinfo -h -p debug -o %T 2>/dev/null | grep -Eq 'idle|mixed|allocated'; }
+# A cluster started with fewer CPUs than the machine has (e.g. by an older slurm_up.sh) is started again.
+node_cpus() { timeout 10 sinfo -h -p debug -o %c 2>/dev/null | head -n1 | tr -dc 0-9; }
 
-if command -v sinfo >/dev/null && partition_up && node_ready; then
-    echo "slurm_up: cluster already up"; exit 0
+if command -v sinfo >/dev/null && partition_up && node_ready && [ "$(node_cpus)" = "$cpus" ]; then
+    echo "slurm_up: cluster already up ($cpus CPUs)"; exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
     echo "slurm_up: needs root to install and start slurmctld/slurmd/munge" >&2; exit 3
@@ -20,7 +30,6 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
 fi
 
 host=$(hostname -s)
-cpus=$(nproc)
 # 90% of memory, in MiB, so that --mem requests are satisfiable.
 mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /var/lib/munge /var/log/munge
@@ -64,6 +73,11 @@ sleep 1
 for _ in $(seq 1 60); do
     if partition_up && node_ready; then
         scontrol update nodename="${host}" state=resume >/dev/null 2>&1 || true
+        # A job that uses every core must start now, not queue (a node that cannot hold it never will).
+        if ! timeout 120 srun --immediate=60 -p debug -N1 -n "$cpus" true; then
+            echo "slurm_up: the cluster is up but a ${cpus}-task job did not start; logs: /var/log/slurm/" >&2
+            sinfo -N -l >&2 || true; exit 1
+        fi
         echo "slurm_up: cluster up ($host, $cpus CPUs, partition debug)"; exit 0
     fi
     sleep 1
