@@ -25,6 +25,7 @@ def test_readme_lists_every_config_choice():
         "schedule",
         "variance",
         "loss",
+        "loss_weighting",
         "parameterization",
         "sampler",
         "optimizer",

@@ -24,6 +24,7 @@ PROTOCOL_FIELDS = (
     "sampler",
     "sampler_steps",
     "eta",
+    "spacing",
     "weights",
     "feature_extractor",
     "inception_weights_sha256",
@@ -171,7 +172,8 @@ def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
 
 
 def write_outputs(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
-    """leaderboard.md, leaderboard.csv and leaderboard.png (metric against training step, one line per run)."""
+    """leaderboard.md, leaderboard.csv and leaderboard.png (metric against training step, one line per run);
+    for runs that differ in sampler and NFE (``ddpm-eval -m +ablation=sampler_nfe``) also metric_vs_nfe.png."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table_rows(board)
@@ -197,7 +199,38 @@ def write_outputs(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
         lines += [f"| {run.path} | {reason} |" for run, reason in board.unranked]
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n")
     _plot(board, out / "leaderboard.png")
-    return {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
+    outputs = {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "png": out / "leaderboard.png"}
+    if "nfe" in board.choice_columns:
+        outputs["nfe_png"] = out / "metric_vs_nfe.png"
+        _plot_against_nfe(board, outputs["nfe_png"])
+    return outputs
+
+
+def metric_against_nfe(board: Leaderboard) -> dict[str, list[tuple[int, float]]]:
+    """The ranked runs' metric per sampler, as (NFE, value) sorted by NFE: one curve per sampler (and per
+    value of any other varying choice but steps/NFE, which the curve runs along)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    others = [c for c in board.choice_columns if c not in ("nfe", "steps")]
+    for _, members in board.groups:
+        for run in members:
+            nfe = run.choices.get("nfe")
+            if isinstance(nfe, int):
+                label = ", ".join(f"{c}={run.choices.get(c)}" for c in others) or "runs"
+                curves.setdefault(label, []).append((nfe, run.value(board.metric, board.which)))
+    return {label: sorted(points) for label, points in curves.items()}
+
+
+def _plot_against_nfe(board: Leaderboard, path: Path) -> None:
+    from .visualize import figure
+
+    fig, ax = figure(figsize=(7, 4.5), dpi=100)
+    for label, points in metric_against_nfe(board).items():
+        ax.plot(*zip(*points, strict=True), marker="o", label=label)
+    ax.set(xscale="log", xlabel="network evaluations (NFE)", ylabel=board.metric, title=f"{board.metric} against NFE")
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def _plot(board: Leaderboard, path: Path) -> None:

@@ -162,7 +162,9 @@ def test_respaced_chain_keeps_the_marginals():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"sampler": "euler"}, "Unknown sampler 'euler'"),
+        ({"sampler": "rk45"}, "Unknown sampler 'rk45'"),
+        ({"spacing": "leading"}, "Unknown timestep spacing 'leading'"),
+        ({"sampler": "dpmpp_2m", "steps": 0}, "steps must be an integer"),
         ({"steps": 0}, "steps must be an integer"),
         ({"steps": 2000}, "steps must be an integer"),
         ({"sampler": "ddim", "eta": -1.0}, "eta must be >= 0"),

@@ -198,6 +198,13 @@ BAD_CONFIGS = [
     (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not valid: use a positive number of optimizer steps"),
     (["trainer.max_steps=0"], r"trainer.max_steps=0 is not valid"),
     (["module.lr_warmup_steps=-5"], r"module.lr_warmup_steps=-5 is not valid: use an integer >= 0"),
+    (["sampling.spacing=leading"], r"sampling.spacing='leading' is not valid; allowed values: uniform, trailing"),
+    (["sampling.sampler=rk4"], r"sampling.sampler='rk4' is not valid; allowed values: ddpm, ddim, euler.*sampler=NAME"),
+    (["sampling.eta=-1"], r"sampling.eta=-1 is not valid: use a number >= 0"),
+    (["diffusion.loss_weighting=snr"], r"diffusion.loss_weighting='snr' is not valid.*loss_weighting=NAME"),
+    (["loss_weighting=min_snr", "loss=kl"], r"loss=kl has none.*loss_weighting=min_snr"),
+    (["diffusion.zero_terminal_snr=true"], r"zero terminal SNR.*parameterization=v.*parameterization=eps"),
+    (["experiment=toy_moons", "diffusion.offset_noise=0.1"], r"offset_noise=0.1 shifts whole image channels.*points"),
 ]
 
 

@@ -162,11 +162,16 @@ def leaderboard_rows(sweep: Path, metric: str, cwd: Path, env: dict[str, str], o
 @pytest.mark.parametrize("line", SWEEPS)
 def test_readme_sweep_runs_as_pasted(line, tmp_path):
     repo = repo_copy(tmp_path)
-    needs_weights = "cifar10" in line or line.startswith("ddpm-eval")
+    toy_checkpoint = "<toy run>" in line
+    needs_weights = "cifar10" in line or (line.startswith("ddpm-eval") and not toy_checkpoint)
     env = user_env(with_inception_weights(tmp_path) if needs_weights else None)
     if "cifar10" in line:  # CIFAR-10 as torchvision's download leaves it, in the default data dir
         write_tiny_cifar10(repo / "data")
-    if "<run>" in line:  # a checkpoint to evaluate: a quickstart run, trained as README's `ddpm-train` does
+    if toy_checkpoint:  # a toy_moons run, as README's `ddpm-train experiment=toy_moons` makes one
+        run("ddpm-train experiment=toy_moons", repo, env, TOY_SIZES)
+        (trained,) = (repo / "logs" / "train" / "runs").iterdir()
+        line = line.replace("<toy run>", str(trained.relative_to(repo)))
+    elif "<run>" in line:  # a checkpoint to evaluate: a quickstart run, trained as README's `ddpm-train` does
         # T=1000 (the preset samples up to 1000 steps), on 8x8 digits with a one-level U-Net: 10 jobs of
         # 1000-step sampling and NLL stay cheap.
         sizes = [o for o in IMAGE_SIZES if not o.startswith("diffusion.")]
@@ -189,9 +194,12 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
             assert len(list(job.glob("wandb/offline-run-*"))) == 1, "one W&B run per job"
     assert not list((repo / "logs" / task).glob("runs/*")), "a sweep writes no single-run dirs"
 
-    metric = "val/sample_distance" if "toy_" in line else "val/fid" if needs_weights else "val/loss"
+    metric = "val/sample_distance" if "toy_" in line or toy_checkpoint else "val/fid" if needs_weights else "val/loss"
     rows = leaderboard_rows(sweep, metric, repo, env, tmp_path / "board")
     assert len(rows) == len(jobs) and [int(r["rank"]) for r in rows] == list(range(1, len(jobs) + 1))
+    if "sampler_nfe" in line:  # one table across samplers and NFE, and the metric-vs-NFE picture
+        assert {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m", "ipndm", "euler_ancestral"}
+        assert (tmp_path / "board" / "metric_vs_nfe.png").stat().st_size > 10_000
     for board_line in LEADERBOARDS:  # README's own leaderboard lines, on the sweeps they fit
         ranks_by = re.search(r"--metric (\S+)", board_line)
         if (ranks_by.group(1) if ranks_by else "val/fid") != metric:

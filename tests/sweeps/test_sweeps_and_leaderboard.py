@@ -240,3 +240,28 @@ def test_leaderboard_lists_unreadable_records_instead_of_crashing(tmp_path, caps
     markdown = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "binary" in markdown and "no readable metrics.json" in markdown
     assert "list" in markdown and "metrics.json is not a JSON object" in markdown
+
+
+def test_a_sampler_nfe_sweep_gets_one_curve_per_sampler_sorted_by_nfe(tmp_path):
+    from ddpm_lab.leaderboard import metric_against_nfe, write_outputs
+
+    def run(name, distance, sampler, steps, nfe):
+        (tmp_path / name).mkdir()
+        return Run(
+            tmp_path / name,
+            {
+                "status": "completed",
+                "choices": {"sampler": sampler, "steps": steps, "nfe": nfe},
+                "final": {"val/sample_distance": {"value": distance, "step": 0}},
+            },
+        )
+
+    runs = [run("a", 0.3, "ddim", 10, 10), run("b", 0.1, "ddim", 50, 50), run("c", 0.05, "heun", 10, 19)]
+    runs.append(run("d", 0.2, "heun", 3, 5))
+    board = build_leaderboard(runs, "val/sample_distance", "final")
+    assert metric_against_nfe(board) == {
+        "sampler=ddim": [(10, 0.3), (50, 0.1)],
+        "sampler=heun": [(5, 0.2), (19, 0.05)],
+    }
+    outputs = write_outputs(board, tmp_path / "board")
+    assert outputs["nfe_png"].stat().st_size > 10_000

@@ -11,6 +11,7 @@ from omegaconf import open_dict
 from ddpm_lab.cli.builders import load_checkpoint, module_from_checkpoint
 from ddpm_lab.cli.sample import sample
 from ddpm_lab.cli.train import train
+from ddpm_lab.cli.validation import ConfigError
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml"))
@@ -226,3 +227,24 @@ def test_debug_presets_win_over_any_experiment(tmp_path, experiment):
     assert cfg.metrics.fid is None and cfg.sampling.steps == 5 and "wandb" not in (cfg.get("logger") or {})
     overfit = compose_config("train", tmp_path, [f"experiment={experiment}", "debug=overfit"])
     assert overfit.trainer.max_steps == 200 and overfit.trainer.overfit_batches == 2
+
+
+def test_sample_cli_takes_a_sampler_preset_and_checks_steps_against_the_checkpoint(trained_run, tmp_path):
+    """`ddpm-sample sampler=dpmpp_2m` loads the preset (sampler, steps, spacing) into `sampling`; a step count
+    above the checkpoint's T stops at start-up with the key and the bound."""
+    run, _ = trained_run
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    cfg = compose_config(
+        "sample", tmp_path, [ckpt, "sampler=dpmpp_2m", "sampling.steps=3", "num_samples=4", "progress=false"]
+    )
+    assert (cfg.sampling.sampler, cfg.sampling.spacing) == ("dpmpp_2m", "trailing")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "dpm")
+    record = sample(cfg)
+    assert (record["sampler"], record["steps"]) == ("dpmpp_2m", 3)
+    assert np.load(tmp_path / "dpm" / "samples.npz")["arr_0"].shape[0] == 4
+    bad = compose_config("sample", tmp_path, [ckpt, "sampling.steps=5000"])
+    with pytest.raises(
+        ConfigError, match=r"sampling.steps=5000 is not valid: use null \(all steps\) or an integer in \[1, "
+    ):
+        sample(bad)

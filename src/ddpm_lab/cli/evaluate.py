@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from ..diffusion import model_evaluations
 from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, write_summary
 from ..lightning.evaluation import PeriodicEvaluation
 from . import CONFIG_DIR
@@ -34,6 +35,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path)
     if not cfg.use_ema:
         module.ema.module.load_state_dict(module.network.state_dict())
+    module.sampling.update({k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None})
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data or {})
     datamodule = build_datamodule(run_cfg)
     L.seed_everything(cfg.seed, verbose=False)
@@ -66,11 +68,18 @@ def evaluate(cfg: DictConfig) -> dict:
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
     sampling = {**module.sampling, **{k: v for k, v in (fid.sampling if fid else {}).items() if v is not None}}
+    steps = sampling["steps"] or module.diffusion.num_timesteps
     write_summary(
         out,
         status="completed",
-        choices={"sampler": sampling["sampler"], "steps": sampling["steps"]},
-        protocol_subject=["sampler", "sampler_steps", "eta"],  # what ddpm-eval sweeps compare
+        choices={
+            "sampler": sampling["sampler"],
+            "steps": steps,
+            "spacing": sampling["spacing"],
+            "eta": sampling["eta"],
+            "nfe": model_evaluations(sampling["sampler"], steps),
+        },
+        protocol_subject=["sampler", "sampler_steps", "eta", "spacing", "nfe"],  # what ddpm-eval sweeps compare
         ckpt_path=str(cfg.ckpt_path),
         fid_protocol=record["fid_protocol"],
     )

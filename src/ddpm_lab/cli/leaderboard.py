@@ -4,8 +4,8 @@
     ddpm-leaderboard logs/ --metric val/sample_distance --which final --top 10
 
 Prints a table per protocol group (rich), lists runs that crashed or lack the metric apart, and writes
-leaderboard.md, leaderboard.csv and leaderboard.png (metric against step per run) into --out (default: the
-first PATH). Works offline from the runs' metrics.json / metrics.jsonl.
+leaderboard.md, leaderboard.csv and leaderboard.png (metric against step per run), and metric_vs_nfe.png for
+sampler x NFE sweeps, into --out (default: the first PATH). Works offline from the runs' metrics.json / metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(str(run.path), reason)
         console.print(table)
     outputs = write_outputs(board, args.out or args.paths[0])
-    console.print(f"wrote {outputs['md']}, {outputs['csv']} and {outputs['png']}")
+    console.print(f"wrote {', '.join(str(path) for path in outputs.values())}")
     return 0
 
 

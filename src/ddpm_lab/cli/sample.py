@@ -18,18 +18,18 @@ from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
 from .builders import build_datamodule, module_from_checkpoint
 from .common import resolve_device
+from .validation import validate_sample_config
 
 
 def sample(cfg: DictConfig) -> dict:
-    if cfg.num_samples < 1 or cfg.batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1 (got {cfg.num_samples}, {cfg.batch_size}).")
+    validate_sample_config(cfg)
     device = resolve_device(cfg.device)
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path, map_location=device)
     module.to(device)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta")}
+    overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta", "spacing")}
     batches = []
     for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
         n = min(cfg.batch_size, cfg.num_samples - start)

@@ -22,9 +22,13 @@ from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .validation import ConfigError, validate_config, validate_eval_config
+from .validation import ConfigError, validate_config, validate_eval_config, validate_sample_config
 
-VALIDATORS: dict[str, Callable[[DictConfig], None]] = {"train": validate_config, "eval": validate_eval_config}
+VALIDATORS: dict[str, Callable[[DictConfig], None]] = {
+    "train": validate_config,
+    "eval": validate_eval_config,
+    "sample": validate_sample_config,
+}
 
 
 def _values(override: Override) -> list[str]:

@@ -37,6 +37,7 @@ CHOICE_GROUPS = (
     "schedule",
     "variance",
     "loss",
+    "loss_weighting",
     "parameterization",
     "sampler",
     "optimizer",
@@ -47,16 +48,20 @@ CHOICE_GROUPS = (
 
 def config_choices(cfg: DictConfig) -> dict[str, Any]:
     """The config-group choices of this run (from Hydra when it runs the job), for records and leaderboards."""
+    d = cfg.diffusion
+    # Ablation axes that are values, not groups: the leaderboard shows them as columns where they vary.
+    values = {"zero_terminal_snr": d.get("zero_terminal_snr", False), "offset_noise": d.get("offset_noise", 0.0)}
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
-        return {group: choices.get(group) for group in CHOICE_GROUPS if group in choices}
-    d = cfg.diffusion
+        return {**{group: choices.get(group) for group in CHOICE_GROUPS if group in choices}, **values}
     return {
         "schedule": d.get("schedule"),
         "variance": d.get("var_type"),
         "loss": d.get("loss_type"),
+        "loss_weighting": d.get("loss_weighting", "none"),
         "parameterization": d.get("mean_type"),
         "sampler": cfg.sampling.get("sampler"),
+        **values,
     }
 
 

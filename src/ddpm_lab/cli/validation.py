@@ -7,7 +7,16 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ..diffusion import BETA_SCHEDULES, LOSS_TYPES, MEAN_TYPES, SAMPLERS, TIMESTEP_SAMPLERS, VAR_TYPES
+from ..diffusion import (
+    BETA_SCHEDULES,
+    LOSS_TYPES,
+    LOSS_WEIGHTINGS,
+    MEAN_TYPES,
+    SAMPLERS,
+    SPACINGS,
+    TIMESTEP_SAMPLERS,
+    VAR_TYPES,
+)
 from ..lightning.module import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
 from ..metrics import resolve_inception_weights
 from .launch_env import LaunchEnv
@@ -29,26 +38,47 @@ def validate_config(cfg: DictConfig) -> None:
     _choice("diffusion.var_type", d.var_type, VAR_TYPES, "variance")
     _choice("diffusion.loss_type", d.loss_type, LOSS_TYPES, "loss")
     _choice("diffusion.mean_type", d.mean_type, MEAN_TYPES, "parameterization")
-    _choice("sampling.sampler", cfg.sampling.sampler, SAMPLERS, "sampler")
+    _choice("diffusion.loss_weighting", d.get("loss_weighting", "none"), LOSS_WEIGHTINGS, "loss_weighting")
     _choice("module.timestep_sampler", cfg.module.timestep_sampler, TIMESTEP_SAMPLERS)
     T = d.num_timesteps
     if not _is_int(T) or T < 2:
         raise ConfigError(f"diffusion.num_timesteps={T!r} is not valid: it must be an integer >= 2 (DDPM uses 1000).")
-    try:  # the diffusion's own constructor holds the rules on combinations (variance x loss)
+    validate_sampling(cfg.sampling, "sampling", T, groups=True)
+    try:  # the diffusion's own constructor holds the rules on combinations (variance x loss, ZTSNR x eps, ...)
         instantiate(cfg.diffusion)
     except (ValueError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         raise ConfigError(
-            f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type})"
+            f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
+            f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
         ) from err
     validate_fast_paths(cfg)
     validate_model_for_data(cfg)
     validate_training_loop(cfg)
-    validate_fid_options((cfg.get("metrics") or {}).get("fid"))
-    steps = cfg.sampling.get("steps")
-    if steps is not None and not (isinstance(steps, int) and 1 <= steps <= T):
-        raise ConfigError(f"sampling.steps={steps!r} is not valid: use null (all {T} steps) or an integer in [1, {T}].")
+    fid = (cfg.get("metrics") or {}).get("fid")
+    if fid is not None:
+        validate_sampling(fid, "metrics.fid", T)
+    validate_fid_options(fid)
     validate_objective(cfg)
+
+
+def validate_sampling(node, prefix: str, num_timesteps: int | None = None, groups: bool = False) -> None:
+    """sampler, steps, eta and spacing of a sampling block (``sampling``, ``metrics.fid``); null keeps the
+    run's own setting where the block allows it. ``num_timesteps`` bounds steps when known."""
+    if node.get("sampler") is not None:
+        _choice(f"{prefix}.sampler", node.sampler, SAMPLERS, "sampler" if groups else None)
+    if node.get("spacing") is not None:
+        _choice(f"{prefix}.spacing", node.spacing, SPACINGS)
+    steps, top = node.get("steps"), num_timesteps
+    if steps is not None and not (_is_int(steps) and 1 <= steps <= (top or steps)):
+        bound = f"an integer in [1, {top}]" if top else "an integer >= 1"
+        raise ConfigError(f"{prefix}.steps={steps!r} is not valid: use null (all steps) or {bound}.")
+    eta = node.get("eta")
+    if eta is not None and not (isinstance(eta, int | float) and not isinstance(eta, bool) and eta >= 0):
+        raise ConfigError(
+            f"{prefix}.eta={eta!r} is not valid: use a number >= 0 (0 = deterministic; 1 = DDPM-like noise for "
+            "ddim and euler_ancestral)."
+        )
 
 
 def logged_metrics(cfg: DictConfig) -> set[str]:
@@ -170,29 +200,60 @@ def validate_model_for_data(cfg: DictConfig) -> None:
                 f"{err} (data.image_size={cfg.data.image_size}, model.channel_mults={list(cfg.model.channel_mults)}, "
                 f"model.attention_resolutions={list(cfg.model.attention_resolutions)})"
             ) from err
-    elif not is_points and cfg.model._target_.endswith("MLPDenoiser"):
+    if is_points and cfg.diffusion.get("offset_noise", 0.0):
+        raise ConfigError(
+            f"diffusion.offset_noise={cfg.diffusion.offset_noise} shifts whole image channels, but "
+            f"data={data_cls.__name__} holds points (no spatial dims); use diffusion.offset_noise=0."
+        )
+    if not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
-    """``ddpm-eval``: the checkpoint exists and the FID sampler settings are valid, before anything loads."""
+    """``ddpm-eval``: the checkpoint is a ddpm-lab one, and the sampler and FID settings are valid for it,
+    before anything loads."""
+    from hydra.utils import get_class
+
+    stored = checkpoint_run_config(cfg.get("ckpt_path"))
+    T = stored.diffusion.num_timesteps
+    if cfg.get("sampling") is not None:
+        validate_sampling(cfg.sampling, "sampling", T)
+    fid = (cfg.get("metrics") or {}).get("fid")
+    if fid is None or getattr(get_class(stored.data._target_), "kind", "image") == "points":
+        return  # 2-D data is measured by val/sample_distance: no FID, no Inception weights needed
+    validate_sampling(fid, "metrics.fid", T)
+    validate_fid_options(fid)
+
+
+def checkpoint_run_config(ckpt) -> DictConfig:
+    """The run config stored in checkpoint ``ckpt`` (read without loading its tensors), or a ConfigError."""
     from pathlib import Path
 
-    ckpt = cfg.get("ckpt_path")
+    from omegaconf import OmegaConf
+
+    from ..lightning.checkpointing import stored_run_config
+
     if not ckpt or not Path(str(ckpt)).is_file():
         raise ConfigError(
             f"ckpt_path={ckpt} is not a file: pass a checkpoint, e.g. "
             "ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
         )
-    fid = (cfg.get("metrics") or {}).get("fid")
-    if fid is None:
-        return
-    if fid.get("sampler") is not None:
-        _choice("metrics.fid.sampler", fid.sampler, SAMPLERS)
-    steps = fid.get("steps")
-    if steps is not None and not (_is_int(steps) and steps >= 1):
-        raise ConfigError(f"metrics.fid.steps={steps!r} is not valid: use null (all steps) or an integer >= 1.")
-    validate_fid_options(fid)
+    try:
+        stored = stored_run_config(ckpt)
+    except ValueError as err:
+        raise ConfigError(f"ckpt_path={ckpt}: {err}") from err
+    if stored is None:
+        raise ConfigError(f"ckpt_path={ckpt} is not a ddpm-lab checkpoint: it carries no run config.")
+    return OmegaConf.create(stored)
+
+
+def validate_sample_config(cfg: DictConfig) -> None:
+    """``ddpm-sample``: counts, the checkpoint, and the sampler settings against its number of timesteps."""
+    for key in ("num_samples", "batch_size"):
+        if not (_is_int(cfg.get(key)) and cfg.get(key) >= 1):
+            raise ConfigError(f"{key}={cfg.get(key)!r} is not valid: use an integer >= 1.")
+    stored = checkpoint_run_config(cfg.get("ckpt_path"))
+    validate_sampling(cfg.sampling, "sampling", stored.diffusion.num_timesteps)
 
 
 def validate_fid_options(fid: DictConfig | None) -> None:

@@ -1,12 +1,14 @@
 """The diffusion core: schedules, forward process, posterior, parameterisations, variances, losses, samplers
 and the NLL bound. Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
 
-from .gaussian_diffusion import LOSS_TYPES, SAMPLERS, VAR_TYPES, GaussianDiffusion, loss_term_names
+from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
+from .losses import LOSS_TYPES, LOSS_WEIGHTINGS, loss_term_names
 from .parameterization import MEAN_TYPES, eps_from_x0, v_from_x0_eps, x0_from_eps, x0_from_v
-from .respacing import respaced_betas, space_timesteps
-from .sampling import Trajectory
-from .schedules import BETA_SCHEDULES, make_beta_schedule
+from .respacing import SPACINGS, respaced_betas, space_timesteps
+from .sampling import SAMPLERS, STOCHASTIC_ETA, Trajectory
+from .schedules import BETA_SCHEDULES, make_beta_schedule, rescale_zero_terminal_snr
+from .solvers import ODE_SAMPLERS, model_evaluations
 from .timestep_sampling import (
     TIMESTEP_SAMPLERS,
     LossAwareTimestepSampler,
@@ -23,16 +25,34 @@ def build_gaussian_diffusion(
     var_type: str = "fixed_large",
     loss_type: str = "mse",
     vlb_weight: float = 0.001,
+    loss_weighting: str = "none",
+    min_snr_gamma: float = 5.0,
+    p2_gamma: float = 1.0,
+    p2_k: float = 1.0,
+    zero_terminal_snr: bool = False,
+    offset_noise: float = 0.0,
 ) -> GaussianDiffusion:
-    """A GaussianDiffusion from names (what the Hydra config holds)."""
-    return GaussianDiffusion(make_beta_schedule(schedule, num_timesteps), mean_type, var_type, loss_type, vlb_weight)
+    """A GaussianDiffusion from names (what the Hydra config holds). ``zero_terminal_snr`` rescales the
+    schedule so that alpha-bar_T = 0 (Lin et al. 2024, Algorithm 1)."""
+    if not isinstance(zero_terminal_snr, bool):
+        raise ValueError(f"zero_terminal_snr must be true or false, got {zero_terminal_snr!r}.")
+    betas = make_beta_schedule(schedule, num_timesteps)
+    if zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    return GaussianDiffusion(
+        betas, mean_type, var_type, loss_type, vlb_weight, loss_weighting, min_snr_gamma, p2_gamma, p2_k, offset_noise
+    )
 
 
 __all__ = [
     "BETA_SCHEDULES",
     "LOSS_TYPES",
+    "LOSS_WEIGHTINGS",
     "MEAN_TYPES",
+    "ODE_SAMPLERS",
     "SAMPLERS",
+    "SPACINGS",
+    "STOCHASTIC_ETA",
     "TIMESTEP_SAMPLERS",
     "VAR_TYPES",
     "GaussianDiffusion",
@@ -47,7 +67,9 @@ __all__ = [
     "make_beta_schedule",
     "make_timestep_sampler",
     "mean_flat",
+    "model_evaluations",
     "normal_kl",
+    "rescale_zero_terminal_snr",
     "respaced_betas",
     "space_timesteps",
     "v_from_x0_eps",

@@ -7,31 +7,20 @@ float64 and cast to the data's dtype only when indexed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import losses
 from . import parameterization as param
-from .likelihoods import discretized_gaussian_log_likelihood, gaussian_prior_kl_bits, mean_flat, normal_kl
+from .likelihoods import gaussian_prior_kl_bits
+from .losses import LOSS_TYPES
 from .respacing import respaced_betas, space_timesteps
+from .sampling import sample_loop
 
 VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
-LOSS_TYPES = ("mse", "l1", "kl", "hybrid")
-
-
-def loss_term_names(loss_type: str) -> tuple[str, ...]:
-    """The keys of the dict ``GaussianDiffusion.training_losses`` returns for ``loss_type``."""
-    _check_choice("loss_type", loss_type, LOSS_TYPES)
-    if loss_type == "kl":
-        return ("loss", "vlb")
-    error = "l1" if loss_type == "l1" else "mse"
-    return ("loss", error, "vlb") if loss_type == "hybrid" else ("loss", error)
-
-
 LEARNED_VAR_TYPES = ("learned", "learned_range")
-SAMPLERS = ("ddpm", "ddim")
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -55,6 +44,9 @@ class GaussianDiffusion:
             L_vlb, with the mean stop-gradiented inside L_vlb; IDDPM eq. 16). A learned variance needs kl or
             hybrid; hybrid needs a learned variance (with a fixed one it is exactly mse).
         vlb_weight: lambda of the hybrid loss (IDDPM: 0.001).
+        loss_weighting: "none", "min_snr" (gamma ``min_snr_gamma``) or "p2" (``p2_gamma``, ``p2_k``) on the
+            mse/l1 term, defined in x0 space so it means the same for eps/x0/v (see ``losses``).
+        offset_noise: strength of offset noise in training (0 = plain N(0, I) noise; images only).
         timestep_map: int64 (T,), the timestep the network is told for each step of this chain (respacing).
     """
 
@@ -65,6 +57,11 @@ class GaussianDiffusion:
         var_type: str = "fixed_large",
         loss_type: str = "mse",
         vlb_weight: float = 0.001,
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
+        p2_gamma: float = 1.0,
+        p2_k: float = 1.0,
+        offset_noise: float = 0.0,
         timestep_map: torch.Tensor | None = None,
     ) -> None:
         _check_choice("mean_type", mean_type, param.MEAN_TYPES)
@@ -92,8 +89,21 @@ class GaussianDiffusion:
             )
         if vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}.")
+        losses.check_loss_weighting(loss_weighting, loss_type, min_snr_gamma, p2_gamma, p2_k)
+        if not offset_noise >= 0:
+            raise ValueError(f"offset_noise must be >= 0 (0 = off; Guttenberg uses 0.1), got {offset_noise}.")
+        if mean_type == "eps" and float(torch.prod(1.0 - betas)) == 0.0:
+            # x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) divides by zero where abar = 0.
+            raise ValueError(
+                "this schedule reaches zero terminal SNR (alpha-bar_T = 0), where an eps-prediction cannot give "
+                "x0: the last step would divide by sqrt(alpha-bar_T) = 0. Use parameterization=v (what Lin et al. "
+                "2024 pair with it) or parameterization=x0, or diffusion.zero_terminal_snr=false."
+            )
         self.mean_type, self.var_type, self.loss_type = mean_type, var_type, loss_type
         self.vlb_weight = float(vlb_weight)
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma, self.p2_gamma, self.p2_k = float(min_snr_gamma), float(p2_gamma), float(p2_k)
+        self.offset_noise = float(offset_noise)
         self.num_timesteps = int(betas.numel())
         identity = torch.arange(self.num_timesteps, dtype=torch.long)
         self.timestep_map = identity if timestep_map is None else torch.as_tensor(timestep_map, dtype=torch.long)
@@ -125,7 +135,7 @@ class GaussianDiffusion:
         }
         self._device_tables: dict[str, dict[str, torch.Tensor]] = {}
         self._device_timestep_maps: dict[str, torch.Tensor] = {}
-        self._respaced: dict[int, GaussianDiffusion] = {}
+        self._respaced: dict[tuple[int, str], GaussianDiffusion] = {}
 
     # ------------------------------------------------------------------ tables
     @property
@@ -278,19 +288,12 @@ class GaussianDiffusion:
             x_prev = x_prev + sigma * (torch.randn_like(x_t) if noise is None else noise)
         return x_prev
 
-    # ------------------------------------------------------------------ losses
+    # ------------------------------------------------------------------ losses (``losses``)
     def vlb_term_bits(
         self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, clip_denoised: bool
     ) -> torch.Tensor:
-        """Per-example L_t in bits/dim: KL(q(x_{t-1}|x_t,x0) || p(x_{t-1}|x_t)) for t > 0, and the
-        discretised Gaussian decoder NLL -log p(x0 | x_1) for t = 0 (Ho et al. eq. 5)."""
-        true_mean, _, true_log_variance = self.q_posterior(x0, x_t, t)
-        out = self.p_mean_variance(model_output, x_t, t, clip_denoised)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"])) / math.log(2.0)
-        decoder_nll = -mean_flat(
-            discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])
-        ) / math.log(2.0)
-        return torch.where(t == 0, decoder_nll, kl)
+        """Per-example L_t in bits/dim (B,); see ``losses.vlb_term_bits``."""
+        return losses.vlb_term_bits(self, model_output, x0, x_t, t, clip_denoised)
 
     def prior_bits(self, x0: torch.Tensor) -> torch.Tensor:
         """Per-example KL(q(x_T | x0) || N(0, I)) in bits/dim (L_T; no parameters)."""
@@ -300,49 +303,34 @@ class GaussianDiffusion:
     def training_losses(
         self, model: Model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Per-example loss terms for x0 (B, ...) at timesteps t (B,).
-
-        Returns "loss" (what to minimise) and its terms: "mse" (or "l1") on the parameterisation's target and,
-        for kl/hybrid, "vlb" (L_t in bits/dim). The kl loss is T * L_t, an unbiased estimate of L_vlb - L_T
-        under uniform t; hybrid adds vlb_weight * T * L_t with the mean detached (IDDPM eq. 16).
-        """
-        noise = torch.randn_like(x0) if noise is None else noise
-        x_t = self.q_sample(x0, t, noise)
-        model_output = model(x_t, self.model_timesteps(t))
-        mean_part, var_part = self.split_output(model_output, x_t)
-        terms: dict[str, torch.Tensor] = {}
-        if self.loss_type == "kl":
-            terms["vlb"] = self.vlb_term_bits(model_output, x0, x_t, t, clip_denoised=False)
-            terms["loss"] = terms["vlb"] * self.num_timesteps
-            return terms
-        target = param.training_target(self.mean_type, x0, noise, self.coef("alphas_cumprod", t, x0))
-        error = mean_part - target
-        name = "l1" if self.loss_type == "l1" else "mse"
-        terms[name] = mean_flat(error.abs() if name == "l1" else error**2)
-        terms["loss"] = terms[name]
-        if self.loss_type == "hybrid":
-            # The mean is detached so that L_vlb trains only the variance head (IDDPM section 3.1).
-            frozen = mean_part.detach() if var_part is None else torch.cat([mean_part.detach(), var_part], dim=1)
-            terms["vlb"] = self.vlb_term_bits(frozen, x0, x_t, t, clip_denoised=False)
-            terms["loss"] = terms["loss"] + self.vlb_weight * self.num_timesteps * terms["vlb"]
-        return terms
+        """Per-example loss terms for x0 (B, ...) at timesteps t (B,); see ``losses.training_losses``."""
+        return losses.training_losses(self, model, x0, t, noise)
 
     # ------------------------------------------------------------------ respacing, sampling, likelihood
-    def respaced(self, steps: int) -> GaussianDiffusion:
-        """The ``steps``-step chain over evenly spaced timesteps (IDDPM respacing), same types; cached."""
+    def spaced_timesteps(self, steps: int, spacing: str = "uniform") -> list[int]:
+        """The ``steps`` timesteps (ascending) a ``spacing`` keeps of this chain (``respacing``)."""
+        return space_timesteps(self.num_timesteps, steps, spacing, self.alphas_cumprod)
+
+    def respaced(self, steps: int, spacing: str = "uniform") -> GaussianDiffusion:
+        """The ``steps``-step chain over the timesteps ``spacing`` keeps (IDDPM respacing), same types; cached."""
         if steps == self.num_timesteps:
             return self
-        if steps not in self._respaced:
-            kept = space_timesteps(self.num_timesteps, steps)
-            self._respaced[steps] = GaussianDiffusion(
+        if (steps, spacing) not in self._respaced:
+            kept = self.spaced_timesteps(steps, spacing)
+            self._respaced[steps, spacing] = GaussianDiffusion(
                 respaced_betas(self.alphas_cumprod, kept),
                 self.mean_type,
                 self.var_type,
                 self.loss_type,
                 self.vlb_weight,
+                self.loss_weighting,
+                self.min_snr_gamma,
+                self.p2_gamma,
+                self.p2_k,
+                self.offset_noise,
                 timestep_map=self.timestep_map[torch.as_tensor(kept)],
             )
-        return self._respaced[steps]
+        return self._respaced[steps, spacing]
 
     def sample(
         self,
@@ -356,14 +344,13 @@ class GaussianDiffusion:
         progress: bool = False,
         return_trajectory: bool = False,
         device: torch.device | str | None = None,
+        spacing: str = "uniform",
     ) -> Any:
         """Generate samples of ``shape`` from x_T ~ N(0, I); see ``ddpm_lab.diffusion.sampling``.
 
         ``clip_denoised=True`` clamps each predicted x0 to [-1, 1]: right for images scaled to [-1, 1] (what
         DDPM does, and what ``DiffusionModule`` passes for image data), wrong for any other data (standardised
         2-D points would be squeezed into the unit square), so it is off unless asked for."""
-        from .sampling import sample_loop
-
         return sample_loop(
             self,
             model,
@@ -376,6 +363,7 @@ class GaussianDiffusion:
             progress=progress,
             return_trajectory=return_trajectory,
             device=device,
+            spacing=spacing,
         )
 
     def nll_bits_per_dim(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from .sampling import randn
+from .noise import randn
 
 if TYPE_CHECKING:
     from .gaussian_diffusion import GaussianDiffusion, Model

@@ -1,4 +1,5 @@
-"""Sampling loops: ancestral DDPM (full or respaced) and DDIM, driven by any ``model(x_t, t)``.
+"""Sampling loops, driven by any ``model(x_t, t)``: ancestral DDPM (full or respaced), DDIM, and the few-step
+solvers of ``solvers`` (Euler, Heun, Euler-ancestral, DPM-Solver++(2M), iPNDM), over any timestep spacing.
 
 Randomness comes only from the ``generator`` passed in (no global RNG), so a seeded generator gives the same
 samples on every call.
@@ -12,10 +13,17 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from .respacing import space_timesteps
+from . import parameterization as param
+from .noise import randn
+from .respacing import SPACINGS
+from .solvers import ODE_SAMPLERS, solver_steps
 
 if TYPE_CHECKING:
     from .gaussian_diffusion import GaussianDiffusion, Model
+
+SAMPLERS = ("ddpm", "ddim", *ODE_SAMPLERS)
+# Samplers whose eta means something: DDIM's sigma scale, and Euler-ancestral's share of fresh noise.
+STOCHASTIC_ETA = ("ddim", "euler_ancestral")
 
 
 @dataclass
@@ -25,12 +33,6 @@ class Trajectory:
 
     noise_levels: list[int]
     states: torch.Tensor
-
-
-def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard normal noise drawn from ``generator`` (on its own device) and moved to ``device``."""
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 def _resolve_device(model: Model, generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
@@ -61,24 +63,31 @@ def sample_loop(
     progress: bool = False,
     return_trajectory: bool = False,
     device: torch.device | str | None = None,
+    spacing: str = "uniform",
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
-    """Samples (B, ...) from x_T ~ N(0, I): ``sampler`` "ddpm" (ancestral, IDDPM-respaced to ``steps``) or
-    "ddim" (the ``steps``-long DDIM subsequence, stochasticity ``eta``); ``steps=None`` uses all T steps.
-    ``clip_denoised`` clamps predicted x0 to [-1, 1]: only for data known to lie there (images)."""
-    from .gaussian_diffusion import SAMPLERS
-
+    """Samples (B, ...) from x_T ~ N(0, I) over the ``steps`` timesteps ``spacing`` keeps (``steps=None``: all
+    T): ``sampler`` "ddpm" (ancestral on the respaced chain), "ddim" (stochasticity ``eta``) or a solver of
+    ``solvers`` (``eta`` scales euler_ancestral's fresh noise). A learned variance's half is used by ddpm only;
+    the others use the mean part. ``clip_denoised`` clamps predicted x0 to [-1, 1]: only for data known to lie
+    there (images)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
+    if spacing not in SPACINGS:
+        raise ValueError(f"Unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}.")
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}.")
     steps = diffusion.num_timesteps if steps is None else steps
-    kept = space_timesteps(diffusion.num_timesteps, steps)  # validates steps
+    kept = diffusion.spaced_timesteps(steps, spacing)  # validates steps
     device = _resolve_device(model, generator, device)
     x = randn(tuple(shape), generator, device)
     batch = x.shape[0]
+    if sampler in ODE_SAMPLERS:
+        return _solve(
+            diffusion, model, x, kept[::-1], sampler, eta, generator, clip_denoised, progress, return_trajectory
+        )
 
     if sampler == "ddpm":
-        chain = diffusion.respaced(steps)
+        chain = diffusion.respaced(steps, spacing)
         schedule = [(i, None) for i in reversed(range(chain.num_timesteps))]
     else:
         chain = diffusion
@@ -100,6 +109,48 @@ def sample_loop(
             level = step_prev + 1
         if return_trajectory and position in frames:
             levels.append(level)
+            states.append(x.cpu())
+    if return_trajectory:
+        return x, Trajectory(noise_levels=levels, states=torch.stack(states))
+    return x
+
+
+def denoiser(diffusion: GaussianDiffusion, model: Model, timesteps: list[int], clip_denoised: bool = False):
+    """``denoise(x_t, i)``: the network's x0 prediction (its mean part, any parameterisation) at
+    ``timesteps[i]``, clamped to [-1, 1] with ``clip_denoised``: what every solver of ``solvers`` consumes."""
+    step_tensors: dict[int, torch.Tensor] = {}
+
+    def denoise(x_t: torch.Tensor, i: int) -> torch.Tensor:
+        if i not in step_tensors:
+            step_tensors[i] = torch.full((x_t.shape[0],), timesteps[i], dtype=torch.long, device=x_t.device)
+        t = step_tensors[i]
+        mean_part, _ = diffusion.split_output(model(x_t, diffusion.model_timesteps(t)), x_t)
+        x0 = param.predicted_x0(diffusion.mean_type, x_t, mean_part, diffusion.coef("alphas_cumprod", t, x_t))
+        return x0.clamp(-1.0, 1.0) if clip_denoised else x0
+
+    return denoise
+
+
+def _solve(
+    diffusion: GaussianDiffusion,
+    model: Model,
+    x: torch.Tensor,
+    timesteps: list[int],
+    sampler: str,
+    eta: float,
+    generator: torch.Generator | None,
+    clip_denoised: bool,
+    progress: bool,
+    return_trajectory: bool,
+) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+    """A solver of ``solvers`` over the descending ``timesteps`` of the full chain."""
+    denoise = denoiser(diffusion, model, timesteps, clip_denoised)
+    frames = _frames(len(timesteps))
+    levels, states = [timesteps[0] + 1], [x.cpu()] if return_trajectory else []
+    steps = solver_steps(sampler, denoise, x, diffusion.alphas_cumprod, timesteps, eta, generator)
+    for position, x in enumerate(tqdm(steps, total=len(timesteps), desc=f"{sampler} sampling", disable=not progress)):
+        if return_trajectory and position in frames:
+            levels.append(timesteps[position + 1] + 1 if position + 1 < len(timesteps) else 0)
             states.append(x.cpu())
     if return_trajectory:
         return x, Trajectory(noise_levels=levels, states=torch.stack(states))

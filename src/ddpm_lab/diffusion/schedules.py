@@ -72,6 +72,18 @@ def cosine_beta_schedule(num_timesteps: int, s: float = 0.008) -> torch.Tensor:
     return betas_from_alpha_bar(lambda u: math.cos((u + s) / (1.0 + s) * math.pi / 2.0) ** 2, num_timesteps)
 
 
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Betas (T,) rescaled so that alpha-bar_T = 0 while alpha-bar_1 is kept (Lin et al. 2024, Algorithm 1):
+    sqrt(abar) is shifted by its last value and scaled back to its first, so the model is trained at pure
+    noise, where sampling starts. The last beta becomes 1; pair it with v (or x0) prediction."""
+    root = torch.cumprod(1.0 - betas.to(torch.float64), dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * first / (first - last)
+    alpha_bar = root**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return 1.0 - alphas
+
+
 BETA_SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
     "linear": linear_beta_schedule,
     "cosine": cosine_beta_schedule,

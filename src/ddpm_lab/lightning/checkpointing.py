@@ -53,6 +53,18 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         ) from err
 
 
+def stored_run_config(path: str | Path) -> str | None:
+    """The run config (YAML) a ddpm-lab checkpoint carries (None if it carries none), read without loading
+    its tensors (``mmap``), so start-up checks can look at a multi-GB checkpoint in well under a second."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint (mmap needs one): fall back to a full, still safe, load
+        checkpoint = load_checkpoint(path)
+    stored = checkpoint.get("ddpm_lab", {}).get("config") if isinstance(checkpoint, dict) else None
+    return stored if isinstance(stored, str) and stored else None
+
+
 def capture_rng_state() -> dict[str, Any]:
     _, keys, pos, has_gauss, cached = np.random.get_state()
     version, state, gauss = random.getstate()

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
+from ..diffusion import model_evaluations
 from ..metrics import (
     InceptionFeatures,
     InceptionWeightsError,
@@ -84,6 +85,7 @@ class FIDCallback(PeriodicEvaluation):
         sampler: str | None = "ddim",
         steps: int | None = 100,
         eta: float | None = 0.0,
+        spacing: str | None = None,
         use_ema: bool = True,
         reference_split: str | None = None,
         reference_num_images: int | None = None,
@@ -105,7 +107,7 @@ class FIDCallback(PeriodicEvaluation):
         if every_n_steps < 1 or batch_size < 1:
             raise ValueError("metrics.fid.every_n_steps and metrics.fid.batch_size must be >= 1.")
         self.every_n_steps, self.num_samples, self.batch_size = every_n_steps, num_samples, batch_size
-        self.sampling = {"sampler": sampler, "steps": steps, "eta": eta}
+        self.sampling = {"sampler": sampler, "steps": steps, "eta": eta, "spacing": spacing}
         self.use_ema, self.seed, self.kid, self.inception_score = use_ema, seed, kid, inception_score
         self.reference_split, self.reference_num_images = reference_split, reference_num_images
         self.cache_dir, self.save_samples, self.progress = Path(cache_dir), save_samples, progress
@@ -202,6 +204,8 @@ class FIDCallback(PeriodicEvaluation):
             "sampler": settings["sampler"],
             "sampler_steps": settings["steps"],
             "eta": settings["eta"],
+            "spacing": settings["spacing"],
+            "nfe": model_evaluations(settings["sampler"], settings["steps"] or pl_module.diffusion.num_timesteps),
             "weights": "ema" if self.use_ema else "raw",
             "kid_subset_size": values.get("kid_subset_size"),
             "world_size": trainer.world_size,

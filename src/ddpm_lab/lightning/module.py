@@ -20,7 +20,7 @@ from .precision import at_run_precision
 
 # torch.compile's modes: reduce-overhead adds CUDA graphs (fewer launches), max-autotune also benchmarks kernels.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-SAMPLING_DEFAULTS = {"sampler": "ddim", "steps": 100, "eta": 0.0, "clip_denoised": True}
+SAMPLING_DEFAULTS = {"sampler": "ddim", "steps": 100, "eta": 0.0, "spacing": "uniform", "clip_denoised": True}
 NAN_POLICIES = ("stop", "skip")
 SWITCH_VALUES = (True, False, "auto")  # channels_last, fused_optimizer: on, off, or on where it pays
 
@@ -38,7 +38,7 @@ class DiffusionModule(L.LightningModule):
     lr_warmup_steps: linear learning-rate warm-up (DDPM: 5000).
     ema_decay, ema_warmup: weight EMA (DDPM: 0.9999).
     timestep_sampler: "uniform" or "loss_aware" (IDDPM importance sampling; needs a loss with a vlb term).
-    sampling: default sampler settings for pictures and metrics (sampler, steps, eta, clip_denoised).
+    sampling: default sampler settings for pictures and metrics (sampler, steps, eta, spacing, clip_denoised).
     run_config: the run's full config as YAML, stored in checkpoints so that they can be rebuilt.
     """
 
@@ -315,6 +315,7 @@ class DiffusionModule(L.LightningModule):
                 sampler=settings["sampler"],
                 steps=settings["steps"],
                 eta=settings["eta"],
+                spacing=settings["spacing"],
                 clip_denoised=settings["clip_denoised"] and len(self.sample_shape) == 3,
                 generator=generator,
                 progress=progress,
