@@ -27,6 +27,7 @@ def test_readme_lists_every_config_choice():
         "loss",
         "loss_weighting",
         "parameterization",
+        "conditioning",
         "sampler",
         "optimizer",
         "trainer",

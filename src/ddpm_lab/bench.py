@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .cli import CONFIG_DIR
 from .diffusion import build_gaussian_diffusion
 from .lightning import DiffusionModule
-from .lightning.module import COMPILE_MODES
+from .lightning.fast_paths import COMPILE_MODES
 from .profiling import profile_steps
 from .profiling import synchronize as _sync
 

@@ -25,6 +25,8 @@ PROTOCOL_FIELDS = (
     "sampler_steps",
     "eta",
     "spacing",
+    "conditional",
+    "guidance_scale",
     "weights",
     "feature_extractor",
     "inception_weights_sha256",

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,7 +32,11 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
     """The DiffusionModule for data of ``sample_shape``: the network gets the data's shape and doubles its
     output channels when the variance is learned."""
     diffusion = build_diffusion(cfg)
-    network = instantiate(cfg.model, sample_shape=list(sample_shape), learned_variance=diffusion.learned_variance)
+    # A class-conditional run (conditioning=class) gives the network the data set's number of classes.
+    classes = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
+    network = instantiate(
+        cfg.model, sample_shape=list(sample_shape), learned_variance=diffusion.learned_variance, **classes
+    )
     return DiffusionModule(
         network=network,
         diffusion=diffusion,
@@ -50,7 +54,13 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
         compile_network=cfg.module.get("compile_network", False),
         compile_mode=cfg.module.get("compile_mode", "default"),
         fused_optimizer=cfg.module.get("fused_optimizer", "auto"),
+        p_uncond=cfg.module.get("p_uncond", 0.1),
     )
+
+
+def data_num_classes(cfg: DictConfig) -> int | None:
+    """The number of classes of the configured data set (None: it has no labels), from its class alone."""
+    return getattr(get_class(cfg.data._target_), "num_classes", None)
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..diffusion import balanced_labels
 from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
 from .builders import build_datamodule, module_from_checkpoint
@@ -29,18 +30,26 @@ def sample(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta", "spacing")}
+    overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta", "spacing", "guidance_scale")}
+    # A class-conditional model: every class equally often over the whole run (not per batch); the labels go
+    # into samples.npz as arr_1, as in openai's guided-diffusion.
+    labels = None if module.num_classes is None else balanced_labels(cfg.num_samples, module.num_classes)
     batches = []
     for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
         n = min(cfg.batch_size, cfg.num_samples - start)
+        batch_labels = None if labels is None else labels[start : start + n]
         batches.append(
-            module.generate(n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress, **overrides).cpu()
+            module.generate(
+                n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress, labels=batch_labels, **overrides
+            ).cpu()
         )
     samples = torch.cat(batches)
+    arrays = {} if labels is None else {"arr_1": labels.numpy()}
     if samples.ndim == 4:
         pixels = to_uint8(samples).permute(0, 2, 3, 1).numpy()
-        np.savez(out / "samples.npz", arr_0=pixels)
-        save_image_grid(samples[:256], out / "samples.png", scale=max(1, 64 // samples.shape[-1]))
+        np.savez(out / "samples.npz", arr_0=pixels, **arrays)
+        scale = max(1, 64 // samples.shape[-1])
+        save_image_grid(samples[:256], out / "samples.png", nrow=module.num_classes, scale=scale)
         if cfg.save_pngs:
             (out / "images").mkdir(exist_ok=True)
             for i, image in enumerate(pixels):

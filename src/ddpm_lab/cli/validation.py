@@ -17,7 +17,7 @@ from ..diffusion import (
     TIMESTEP_SAMPLERS,
     VAR_TYPES,
 )
-from ..lightning.module import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
+from ..lightning.fast_paths import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
 from ..metrics import resolve_inception_weights
 from .launch_env import LaunchEnv
 
@@ -73,6 +73,12 @@ def validate_sampling(node, prefix: str, num_timesteps: int | None = None, group
     if steps is not None and not (_is_int(steps) and 1 <= steps <= (top or steps)):
         bound = f"an integer in [1, {top}]" if top else "an integer >= 1"
         raise ConfigError(f"{prefix}.steps={steps!r} is not valid: use null (all steps) or {bound}.")
+    scale = node.get("guidance_scale")
+    if scale is not None and not (isinstance(scale, int | float) and not isinstance(scale, bool) and scale >= 0):
+        raise ConfigError(
+            f"{prefix}.guidance_scale={scale!r} is not valid: use a number >= 0 (1 = the conditional model, "
+            "0 = unconditional, > 1 guided)."
+        )
     eta = node.get("eta")
     if eta is not None and not (isinstance(eta, int | float) and not isinstance(eta, bool) and eta >= 0):
         raise ConfigError(
@@ -179,6 +185,7 @@ def validate_model_for_data(cfg: DictConfig) -> None:
 
     data_cls, model_cls = get_class(cfg.data._target_), get_class(cfg.model._target_)
     is_points = getattr(data_cls, "kind", "image") == "points"
+    validate_conditioning(cfg, data_cls, model_cls)
     if issubclass(model_cls, UNet):
         if is_points:
             raise ConfigError(
@@ -207,6 +214,33 @@ def validate_model_for_data(cfg: DictConfig) -> None:
         )
     if not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
+
+
+def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> None:
+    """conditioning=class needs labelled data and a network that takes labels; guidance needs conditioning."""
+    import inspect
+
+    conditional = bool(cfg.data.get("conditional", False))
+    if conditional:
+        if getattr(data_cls, "num_classes", None) is None:
+            raise ConfigError(
+                f"conditioning=class (data.conditional=true) needs class labels, but data={data_cls.__name__} has "
+                "none; use data=digits, mnist or cifar10, or conditioning=none."
+            )
+        if "num_classes" not in inspect.signature(model_cls).parameters:
+            raise ConfigError(
+                f"conditioning=class needs a network that takes class labels, but model={model_cls.__name__} "
+                "does not; use a U-Net (e.g. model=unet_tiny), or conditioning=none."
+            )
+        p_uncond = cfg.module.get("p_uncond", 0.1)
+        if not (isinstance(p_uncond, int | float) and not isinstance(p_uncond, bool) and 0 <= p_uncond < 1):
+            raise ConfigError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
+    scale = cfg.sampling.get("guidance_scale", 1.0)
+    if scale is not None and scale != 1.0 and not conditional:
+        raise ConfigError(
+            f"sampling.guidance_scale={scale} guides a class-conditional model, but this run is unconditional; "
+            "add conditioning=class (labelled data), or leave sampling.guidance_scale=1."
+        )
 
 
 def validate_eval_config(cfg: DictConfig) -> None:

@@ -1,5 +1,6 @@
 """Lightning DataModules for image data: MNIST, CIFAR-10, CelebA (torchvision downloads), scikit-learn's
-digits (offline) and any folder of images. Batches are float tensors (B, C, H, W) in [-1, 1]."""
+digits (offline) and any folder of images. Batches are float tensors (B, C, H, W) in [-1, 1]; with
+``conditional=True`` (labelled data sets: ``num_classes`` set) they are (images, class indices (B,))."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ class ImageDataModule(L.LightningDataModule):
     """Base: subclasses set ``name``, ``channels`` and implement ``load_split(split)`` -> uint8 Dataset.
 
     ``val_split`` is the split used for validation (loss, NLL); ``reference_split`` the one FID compares
-    against (DDPM's CIFAR-10 FID of 3.17 is against the training set).
+    against (DDPM's CIFAR-10 FID of 3.17 is against the training set). ``num_classes`` is set by data sets
+    with class labels, which ``conditional=True`` then yields with every image.
     """
 
     name = "images"
     layout = "{root}"
     kind = "image"
     channels = 3
+    num_classes: int | None = None
     val_split = "test"
     reference_split = "train"
 
@@ -50,9 +53,16 @@ class ImageDataModule(L.LightningDataModule):
         download: bool = True,
         pin_memory: bool | None = None,
         seed: int = 0,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
         self.seed = seed
+        if conditional and self.num_classes is None:
+            raise ValueError(
+                f"data={self.name} has no class labels, so it cannot train a class-conditional model; "
+                "conditioning=class needs digits, mnist or cifar10 (or use conditioning=none)."
+            )
+        self.conditional = bool(conditional)
         if image_size < 4:
             raise ValueError(f"data.image_size must be >= 4, got {image_size}.")
         if batch_size < 1:
@@ -99,8 +109,8 @@ class ImageDataModule(L.LightningDataModule):
         return self._splits[split]
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = DiffusionImages(self.images("train"), self.random_flip)
-        self.val_set = DiffusionImages(self.images(self.val_split))
+        self.train_set = DiffusionImages(self.images("train"), self.random_flip, with_labels=self.conditional)
+        self.val_set = DiffusionImages(self.images(self.val_split), with_labels=self.conditional)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         return eval_loader(
@@ -130,11 +140,11 @@ class ImageDataModule(L.LightningDataModule):
         return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(DiffusionImages(self.images("test")))
+        return self._eval_loader(DiffusionImages(self.images("test"), with_labels=self.conditional))
 
 
 class MNISTDataModule(ImageDataModule):
-    name, channels, layout = "mnist", 1, MNIST_LAYOUT
+    name, channels, layout, num_classes = "mnist", 1, MNIST_LAYOUT, 10
 
     def __init__(self, image_size: int = 28, **kwargs) -> None:
         super().__init__(image_size=image_size, **kwargs)
@@ -146,11 +156,14 @@ class MNISTDataModule(ImageDataModule):
             MNIST(str(self.data_dir), train=train, download=True)
 
     def load_split(self, split: str) -> Dataset:
-        return ArrayImages(resize_uint8(load_mnist(self.data_dir, split), self.image_size))
+        if not self.conditional:
+            return ArrayImages(resize_uint8(load_mnist(self.data_dir, split), self.image_size))
+        images, labels = load_mnist(self.data_dir, split, with_labels=True)
+        return ArrayImages(resize_uint8(images, self.image_size), labels)
 
 
 class CIFAR10DataModule(ImageDataModule):
-    name, layout = "cifar10", CIFAR10_LAYOUT
+    name, layout, num_classes = "cifar10", CIFAR10_LAYOUT, 10
 
     def __init__(self, random_flip: bool = True, **kwargs) -> None:
         super().__init__(random_flip=random_flip, **kwargs)
@@ -161,7 +174,8 @@ class CIFAR10DataModule(ImageDataModule):
         CIFAR10(str(self.data_dir), train=True, download=True)
 
     def load_split(self, split: str) -> Dataset:
-        return ArrayImages(resize_uint8(load_cifar10(self.data_dir, split), self.image_size))
+        images, labels = load_cifar10(self.data_dir, split, with_labels=True)
+        return ArrayImages(resize_uint8(images, self.image_size), labels)
 
 
 class CelebADataModule(ImageDataModule):
@@ -188,7 +202,7 @@ class DigitsDataModule(ImageDataModule):
     A fixed, seeded ``val_fraction`` of the images is held out for validation; "test" is the same split.
     """
 
-    name, channels, val_split = "digits", 1, "val"
+    name, channels, val_split, num_classes = "digits", 1, "val", 10
 
     def __init__(self, image_size: int = 16, val_fraction: float = 0.1, download: bool = False, **kwargs) -> None:
         super().__init__(image_size=image_size, download=download, **kwargs)
@@ -199,12 +213,13 @@ class DigitsDataModule(ImageDataModule):
     def load_split(self, split: str) -> Dataset:
         from sklearn.datasets import load_digits
 
-        pixels = load_digits().images  # (1797, 8, 8) with values 0..16
+        digits = load_digits()
+        pixels = digits.images  # (1797, 8, 8) with values 0..16
         images = resize_uint8(np.round(pixels * (255.0 / 16.0)).astype(np.uint8)[:, None], self.image_size)
         order = np.random.default_rng(0).permutation(len(images))
         num_val = max(1, round(self.val_fraction * len(images)))
-        chosen = order[num_val:] if split == "train" else order[:num_val]
-        return ArrayImages(images[np.sort(chosen)])
+        chosen = np.sort(order[num_val:] if split == "train" else order[:num_val])
+        return ArrayImages(images[chosen], digits.target[chosen])
 
 
 class ImageFolderDataModule(ImageDataModule):

@@ -72,20 +72,37 @@ def read_idx_images(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
 
 
-def load_mnist(root: Path, split: str) -> np.ndarray:
-    """uint8 (N, 1, 28, 28) MNIST images of ``split`` ("train" or "test")."""
+def read_idx_labels(path: Path) -> np.ndarray:
+    """Read an IDX1 label file (magic 2049) into int64 (N,)."""
+    data = _open_maybe_gz(path)
+    magic, count = struct.unpack(">II", data[:8]) if len(data) >= 8 else (None, 0)
+    if magic != 2049 or len(data) != 8 + count:
+        raise DatasetFilesError(
+            f"{path} is not a complete IDX label file (magic {magic}, expected 2049; {len(data)} bytes for "
+            f"{count} labels). Delete it and download again."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=8).astype(np.int64)
+
+
+def load_mnist(root: Path, split: str, with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 1, 28, 28) MNIST images of ``split`` ("train" or "test"), and int64 (N,) labels if asked."""
     raw = Path(root) / "MNIST" / "raw"
-    path = raw / MNIST_FILES[split][0]
+    paths = [raw / name for name in MNIST_FILES[split][: 2 if with_labels else 1]]
     try:
-        images = read_idx_images(path)
+        images = read_idx_images(paths[0])[:, None]
+        labels = read_idx_labels(paths[1]) if with_labels else None
     except FileNotFoundError as err:
         if isinstance(err, DatasetFilesError):
             raise
         raise DatasetMissingError(
-            f"MNIST file {path} (or {path.name}.gz) not found. Expected layout: {MNIST_LAYOUT.format(root=root)}. "
+            f"MNIST file {err.filename} (or its .gz) not found. Expected layout: {MNIST_LAYOUT.format(root=root)}. "
             "Set data.download=true with network access, or copy the files there."
         ) from None
-    return images[:, None]
+    if labels is None:
+        return images
+    if len(labels) != len(images):
+        raise DatasetFilesError(f"{paths[1]} has {len(labels)} labels for {len(images)} images in {paths[0]}.")
+    return images, labels
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -109,13 +126,16 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a CIFAR-10 batch")
 
 
-def read_cifar_batch(path: Path) -> np.ndarray:
-    """uint8 (N, 3, 32, 32) images of one CIFAR-10 python batch file."""
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 3, 32, 32) images and int64 (N,) labels of one CIFAR-10 python batch file."""
     try:
         with open(path, "rb") as handle:
             batch = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        return data.reshape(-1, 3, 32, 32)
+        data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+        if labels.shape != (len(data),):
+            raise ValueError(f"{labels.size} labels for {len(data)} images")
+        return data, labels
     except FileNotFoundError:
         raise
     except Exception as err:  # any decoding failure means a damaged file
@@ -125,7 +145,8 @@ def read_cifar_batch(path: Path) -> np.ndarray:
         ) from err
 
 
-def load_cifar10(root: Path, split: str) -> np.ndarray:
+def load_cifar10(root: Path, split: str, with_labels: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 3, 32, 32) CIFAR-10 images of ``split``, and int64 (N,) labels if asked."""
     folder = Path(root) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     missing = [n for n in names if not (folder / n).exists()]
@@ -134,7 +155,8 @@ def load_cifar10(root: Path, split: str) -> np.ndarray:
             f"CIFAR-10 files {missing} not found in {folder}. Expected layout: "
             f"{CIFAR10_LAYOUT.format(root=root)}. Set data.download=true with network access, or copy them there."
         )
-    return np.concatenate([read_cifar_batch(folder / n) for n in names])
+    images, labels = zip(*(read_cifar_batch(folder / n) for n in names), strict=True)
+    return (np.concatenate(images), np.concatenate(labels)) if with_labels else np.concatenate(images)
 
 
 CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}

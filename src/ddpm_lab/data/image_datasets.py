@@ -28,12 +28,15 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 
 
 class ArrayImages(Dataset):
-    """In-memory uint8 images (N, C, H, W)."""
+    """In-memory uint8 images (N, C, H, W); ``labels`` (N,) class indices where the data set has them."""
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 (N, C, H, W) images, got {images.dtype} {images.shape}")
         self.images = torch.from_numpy(np.array(images, copy=True, order="C"))
+        self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if self.labels is not None and self.labels.shape != (len(self.images),):
+            raise ValueError(f"expected {len(self.images)} labels, got shape {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -70,18 +73,23 @@ class FileImages(Dataset):
 
 
 class DiffusionImages(Dataset):
-    """Training view of uint8 images: float32 in [-1, 1], randomly mirrored left-right if ``random_flip``."""
+    """Training view of uint8 images: float32 in [-1, 1], randomly mirrored left-right if ``random_flip``;
+    with ``with_labels`` each item is (image, class index) for class-conditional training."""
 
-    def __init__(self, images: Dataset, random_flip: bool = False) -> None:
+    def __init__(self, images: Dataset, random_flip: bool = False, with_labels: bool = False) -> None:
         self.images = images
         self.random_flip = random_flip
+        self.labels = getattr(images, "labels", None) if with_labels else None
+        if with_labels and self.labels is None:
+            raise ValueError(f"{type(images).__name__} has no class labels to condition on.")
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int | tuple[int, bool]) -> torch.Tensor:
+    def __getitem__(self, index: int | tuple[int, bool]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # (index, flip) pairs come from ResumableSampler, which decides flips from its own seeded generator;
         # a plain index flips with the global RNG.
         index, flip = index if isinstance(index, tuple) else (index, self.random_flip and bool(torch.rand(()) < 0.5))
         x = self.images[index].float() / 127.5 - 1.0
-        return x.flip(-1) if flip and self.random_flip else x
+        x = x.flip(-1) if flip and self.random_flip else x
+        return x if self.labels is None else (x, self.labels[index])

@@ -2,6 +2,7 @@
 and the NLL bound. Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
 
 from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
+from .guidance import balanced_labels, drop_labels, guided_model
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .losses import LOSS_TYPES, LOSS_WEIGHTINGS, loss_term_names
 from .parameterization import MEAN_TYPES, eps_from_x0, v_from_x0_eps, x0_from_eps, x0_from_v
@@ -60,9 +61,12 @@ __all__ = [
     "TimestepSampler",
     "Trajectory",
     "UniformTimestepSampler",
+    "balanced_labels",
     "build_gaussian_diffusion",
     "discretized_gaussian_log_likelihood",
+    "drop_labels",
     "eps_from_x0",
+    "guided_model",
     "loss_term_names",
     "make_beta_schedule",
     "make_timestep_sampler",

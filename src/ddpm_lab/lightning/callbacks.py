@@ -30,6 +30,7 @@ class SampleImagesCallback(L.Callback):
     the EMA network with a fixed seed (the same noise each time, so pictures show progress) and write
     ``samples/step_XXXXXXX.png`` + ``samples/trajectory_step_XXXXXXX.png`` (``last.png``/``trajectory_last.png``
     too), logging both to every image logger. For 2-D data: a scatter over held-out data with reverse paths.
+    A class-conditional model draws every class equally often, one class per grid column.
     """
 
     def __init__(
@@ -68,8 +69,9 @@ class SampleImagesCallback(L.Callback):
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         samples, trajectory = pl_module.generate(self.num_samples, generator=generator, return_trajectory=True)
         if len(pl_module.sample_shape) == 3:
-            grid = save_image_grid(samples, self.output_dir / f"step_{step:07d}.png", scale=self.scale)
-            save_image_grid(samples, self.output_dir / "last.png", scale=self.scale)
+            nrow = getattr(pl_module, "num_classes", None)  # columns = classes (labels 0, 1, ..., C-1, 0, ...)
+            grid = save_image_grid(samples, self.output_dir / f"step_{step:07d}.png", nrow, self.scale)
+            save_image_grid(samples, self.output_dir / "last.png", nrow, self.scale)
             strip = save_trajectory_strip(
                 trajectory, self.output_dir / f"trajectory_step_{step:07d}.png", self.trajectory_rows
             )

@@ -86,6 +86,7 @@ class FIDCallback(PeriodicEvaluation):
         steps: int | None = 100,
         eta: float | None = 0.0,
         spacing: str | None = None,
+        guidance_scale: float | None = None,
         use_ema: bool = True,
         reference_split: str | None = None,
         reference_num_images: int | None = None,
@@ -107,7 +108,13 @@ class FIDCallback(PeriodicEvaluation):
         if every_n_steps < 1 or batch_size < 1:
             raise ValueError("metrics.fid.every_n_steps and metrics.fid.batch_size must be >= 1.")
         self.every_n_steps, self.num_samples, self.batch_size = every_n_steps, num_samples, batch_size
-        self.sampling = {"sampler": sampler, "steps": steps, "eta": eta, "spacing": spacing}
+        self.sampling = {
+            "sampler": sampler,
+            "steps": steps,
+            "eta": eta,
+            "spacing": spacing,
+            "guidance_scale": guidance_scale,
+        }
         self.use_ema, self.seed, self.kid, self.inception_score = use_ema, seed, kid, inception_score
         self.reference_split, self.reference_num_images = reference_split, reference_num_images
         self.cache_dir, self.save_samples, self.progress = Path(cache_dir), save_samples, progress
@@ -169,14 +176,19 @@ class FIDCallback(PeriodicEvaluation):
 
     @torch.no_grad()
     def generate_shard(self, trainer: L.Trainer, pl_module) -> torch.Tensor:
-        """This rank's share of the samples, as uint8 images, from a generator seeded by (seed, rank)."""
-        size = shard_sizes(self.num_samples, trainer.world_size)[trainer.global_rank]
+        """This rank's share of the samples, as uint8 images, from a generator seeded by (seed, rank). A
+        class-conditional model draws labels 0, 1, ..., C-1, 0, ... over the whole sample set (all ranks)."""
+        sizes = shard_sizes(self.num_samples, trainer.world_size)
+        size, offset = sizes[trainer.global_rank], sum(sizes[: trainer.global_rank])
+        classes = pl_module.num_classes
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed * 1_000_003 + trainer.global_rank)
         chunks = []
         bar = tqdm(total=size, desc="FID sampling", disable=not (self.progress and trainer.global_rank == 0))
         for start in range(0, size, self.batch_size):
             n = min(self.batch_size, size - start)
-            chunks.append(to_uint8(pl_module.generate(n, generator=generator, use_ema=self.use_ema, **self.sampling)))
+            labels = None if classes is None else (offset + start + torch.arange(n, device=pl_module.device)) % classes
+            images = pl_module.generate(n, generator=generator, use_ema=self.use_ema, labels=labels, **self.sampling)
+            chunks.append(to_uint8(images))
             bar.update(n)
         bar.close()
         return torch.cat(chunks) if chunks else torch.zeros(0, *pl_module.sample_shape, dtype=torch.uint8)
@@ -205,6 +217,8 @@ class FIDCallback(PeriodicEvaluation):
             "sampler_steps": settings["steps"],
             "eta": settings["eta"],
             "spacing": settings["spacing"],
+            "conditional": pl_module.num_classes is not None,
+            "guidance_scale": settings["guidance_scale"] if pl_module.num_classes is not None else None,
             "nfe": model_evaluations(settings["sampler"], settings["steps"] or pl_module.diffusion.num_timesteps),
             "weights": "ema" if self.use_ema else "raw",
             "kid_subset_size": values.get("kid_subset_size"),

@@ -3,35 +3,41 @@ copy of its weights for sampling and evaluation."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 
 from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler
+from ..diffusion.guidance import balanced_labels, drop_labels, guided_model
 from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
+from .conditioning import split_batch, with_labels
+from .fast_paths import COMPILE_MODES, SWITCH_VALUES, FastPathsMixin
 from .precision import at_run_precision
 
-# torch.compile's modes: reduce-overhead adds CUDA graphs (fewer launches), max-autotune also benchmarks kernels.
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-SAMPLING_DEFAULTS = {"sampler": "ddim", "steps": 100, "eta": 0.0, "spacing": "uniform", "clip_denoised": True}
+SAMPLING_DEFAULTS = {
+    "sampler": "ddim",
+    "steps": 100,
+    "eta": 0.0,
+    "spacing": "uniform",
+    "clip_denoised": True,
+    "guidance_scale": 1.0,
+}
 NAN_POLICIES = ("stop", "skip")
-SWITCH_VALUES = (True, False, "auto")  # channels_last, fused_optimizer: on, off, or on where it pays
 
 
 def _describe(terms: dict[str, Any]) -> str:
     return ", ".join(f"{name}={float(torch.as_tensor(value).float().mean()):.4g}" for name, value in terms.items())
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(FastPathsMixin, L.LightningModule):
     """Args:
-    network: ``network(x_t, t)`` with ``in_channels``/``out_channels`` attributes (UNet, MLPDenoiser).
+    network: ``network(x_t, t)`` with ``in_channels``/``out_channels`` attributes (UNet, MLPDenoiser); a
+        class-conditional one (``num_classes`` set) is ``network(x_t, t, y)`` and trains on (x, y) batches.
     diffusion: the process, parameterisation, variance and loss.
     optimizer: a partial optimiser, called with the network's parameters (Hydra ``_partial_: true``).
     sample_shape: shape of one data point, e.g. (3, 32, 32) or (2,).
@@ -40,6 +46,7 @@ class DiffusionModule(L.LightningModule):
     timestep_sampler: "uniform" or "loss_aware" (IDDPM importance sampling; needs a loss with a vlb term).
     sampling: default sampler settings for pictures and metrics (sampler, steps, eta, spacing, clip_denoised).
     run_config: the run's full config as YAML, stored in checkpoints so that they can be rebuilt.
+    p_uncond: label dropout of a class-conditional network (classifier-free guidance; Ho & Salimans: 0.1-0.2).
     """
 
     def __init__(
@@ -60,8 +67,13 @@ class DiffusionModule(L.LightningModule):
         compile_network: bool = False,
         compile_mode: str = "default",
         fused_optimizer: bool | str = "auto",
+        p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
+        self.num_classes: int | None = getattr(network, "num_classes", None)
+        self.p_uncond = float(p_uncond)
         diffusion.check_model_channels(network.out_channels, network.in_channels)
         if timestep_sampler == "loss_aware" and diffusion.loss_type not in ("kl", "hybrid"):
             raise ValueError(
@@ -119,37 +131,20 @@ class DiffusionModule(L.LightningModule):
         the network's weights appear once in the state dict (under ``network.``)."""
         object.__setattr__(self, "_train_network", network)
 
-    def _compiled(self, network: nn.Module, purpose: str) -> Callable:
-        """``torch.compile(network)`` with an eager fallback (and one message saying why) where it fails."""
-        try:
-            compiled = torch.compile(network, mode=self.compile_mode)
-        except Exception as err:  # e.g. an unsupported platform or Python version
-            rank_zero_warn(
-                f"module.compile_network=true but torch.compile is not available here ({err}); {purpose} runs eagerly."
-            )
-            return network
-        return _EagerFallback(compiled, network, purpose)
-
-    def _sampling_network(self, network: nn.Module) -> Callable:
-        """``network``, compiled (once, lazily) when module.compile_network is on: sampling for FID runs the
-        network thousands of times, so its inference graph is worth compiling too."""
-        if not self.compile_network:
-            return network
-        if id(network) not in self._compiled_samplers:
-            self._compiled_samplers[id(network)] = self._compiled(network, "sampling")
-        return self._compiled_samplers[id(network)]
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.network(x_t, t)
 
     def _losses(self, network: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None):
         return self.diffusion.training_losses(network, x0, t, noise)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        batch, labels = split_batch(batch, self.num_classes)
         if self._fast(self.channels_last) and batch.ndim == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         t, weights = self.timestep_sampler.sample(batch.shape[0], device=self.device)
-        terms = self._losses(self._train_network, batch, t)
+        if labels is not None:
+            labels = drop_labels(labels, self.p_uncond, null_label=self.num_classes)
+        terms = self._losses(with_labels(self._train_network, labels), batch, t)
         loss = (terms["loss"] * weights).mean()
         if self.nan_policy == "skip" and not self._step_is_finite(loss, terms):
             return None  # Lightning then skips backward and the optimizer step
@@ -220,9 +215,11 @@ class DiffusionModule(L.LightningModule):
         if self.nan_policy == "stop" and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
             self.check_finite()
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """batch: x (B, ...) and each item's index in the split (B,), from the sharded eval loader."""
-        x, index = batch
+    def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
+        """batch: x (B, ...) (or (x, labels) for a conditional model) and each item's index in the split (B,),
+        from the sharded eval loader."""
+        items, index = batch
+        x, labels = split_batch(items, self.num_classes)
         # Fixed timestep and noise per item, drawn from its index: validation losses are comparable across
         # evaluations and do not depend on how many ranks the split is sharded over.
         t, noise = [], []
@@ -231,59 +228,11 @@ class DiffusionModule(L.LightningModule):
             t.append(torch.randint(0, self.diffusion.num_timesteps, (1,), generator=generator))
             noise.append(torch.randn(x.shape[1:], generator=generator))
         t, noise = torch.cat(t).to(self.device), torch.stack(noise).to(self.device, x.dtype)
-        terms = self._losses(self.ema.module, x, t, noise)
+        terms = self._losses(with_labels(self.ema.module, labels), x, t, noise)
         for name, value in terms.items():
             # Per-item sums and counts, reduced over ranks at the epoch's end: the exact mean over every item.
             self.val_means[name].update(value.detach())
             self.log(f"val/{name}", self.val_means[name], prog_bar=name == "loss")
-
-    def fused_optimizer_kwargs(self) -> dict[str, bool]:
-        """``fused=True`` for the optimizer where it is asked for (or ``auto``) and the optimizer takes it.
-
-        PyTorch's fused Adam/AdamW/SGD kernels (CUDA, and CPU since torch 2.4) do the whole update in one pass
-        over each parameter instead of about ten foreach passes: 6 ms instead of 22 ms per step for 9M
-        parameters on a 2-core CPU (docs/benchmarks.md).
-        """
-        if self.fused_optimizer is False:
-            return {}
-        factory = self.optimizer_factory
-        optimizer_class = getattr(factory, "func", factory)
-        if not optimizer_takes_fused(optimizer_class):
-            if self.fused_optimizer is True:
-                raise ValueError(
-                    f"module.fused_optimizer=true but {getattr(optimizer_class, '__name__', optimizer_class)} has "
-                    "no fused implementation; use module.fused_optimizer=auto or false, or optimizer=adamw."
-                )
-            return {}
-        if self.device.type not in ("cuda", "cpu"):
-            return {}
-        trainer = self._trainer
-        if trainer is not None and str(trainer.precision) in ("16-mixed", "16") and trainer.gradient_clip_val:
-            # Lightning cannot clip the fp16 gradients that a fused step unscales itself.
-            if self.fused_optimizer is True:
-                raise ValueError(
-                    "module.fused_optimizer=true cannot be combined with trainer.precision=16-mixed and gradient "
-                    "clipping; use module.fused_optimizer=auto, trainer.precision=bf16-mixed or "
-                    "trainer.gradient_clip_val=null."
-                )
-            return {}
-        return {"fused": True}
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
-    ) -> None:
-        # Lightning's mixed-precision plugin refuses to clip for any optimizer whose step could unscale gradients
-        # itself (fused Adam/AdamW), even under bf16-mixed, where there is no grad scaler and nothing to unscale.
-        # Without a scaler the gradients are the true ones, so clip them here as Lightning would.
-        no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
-        if gradient_clip_val and no_scaler and getattr(optimizer, "_step_supports_amp_scaling", False):
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.network.parameters(), **self.fused_optimizer_kwargs())
@@ -301,16 +250,31 @@ class DiffusionModule(L.LightningModule):
         use_ema: bool = True,
         progress: bool = False,
         return_trajectory: bool = False,
+        labels: torch.Tensor | None = None,
         **overrides: Any,
     ):
-        """Samples (num_samples, *sample_shape) with the module's sampling settings (``overrides`` win)."""
+        """Samples (num_samples, *sample_shape) with the module's sampling settings (``overrides`` win). A
+        class-conditional model draws ``labels`` (default: every class equally often, 0, 1, ..., C-1, 0, ...)
+        under classifier-free guidance ``guidance_scale``."""
         settings = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
         network = self.ema.module if use_ema else self.network
         was_training = network.training
         network.eval()
+        model = at_run_precision(self._sampling_network(network), self._trainer)
+        if self.num_classes is not None:
+            labels = balanced_labels(num_samples, self.num_classes, self.device) if labels is None else labels
+            mean_channels = self.sample_shape[0] if self.diffusion.learned_variance else None
+            model = guided_model(
+                model, labels.to(self.device), settings["guidance_scale"], self.num_classes, mean_channels
+            )
+        elif settings["guidance_scale"] != 1.0 or labels is not None:
+            raise ValueError(
+                f"guidance_scale={settings['guidance_scale']} and class labels need a class-conditional model "
+                "(train with conditioning=class); this one is unconditional."
+            )
         try:
             return self.diffusion.sample(
-                at_run_precision(self._sampling_network(network), self._trainer),
+                model,
                 (num_samples, *self.sample_shape),
                 sampler=settings["sampler"],
                 steps=settings["steps"],
@@ -350,33 +314,3 @@ class DiffusionModule(L.LightningModule):
         self._pending_rng = per_rank[rank] if len(per_rank) == world else state.get("rng")
         self._reseed_after_restore = len(per_rank) != world
         self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
-
-
-def optimizer_takes_fused(optimizer_class: Callable) -> bool:
-    """Whether a torch.optim class has a fused implementation (Adam, AdamW, SGD, Adagrad: a ``fused`` argument)."""
-    try:
-        return "fused" in inspect.signature(optimizer_class).parameters
-    except (TypeError, ValueError):  # no signature to read: treat as not fused
-        return False
-
-
-class _EagerFallback:
-    """Calls a compiled network; if compilation fails (lazily, at the first call), says why once and runs eagerly.
-
-    An error of the network itself is raised again by the eager call, so it is not hidden.
-    """
-
-    def __init__(self, compiled: Callable, network: nn.Module, purpose: str) -> None:
-        self.compiled, self.network, self.purpose = compiled, network, purpose
-
-    def __call__(self, *args: Any) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(*args)
-            except Exception as err:
-                rank_zero_warn(
-                    f"torch.compile of the network failed ({type(err).__name__}: {err}); {self.purpose} continues "
-                    "without compilation (module.compile_network=false to silence)."
-                )
-                self.compiled = None
-        return self.network(*args)

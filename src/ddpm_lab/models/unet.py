@@ -18,7 +18,7 @@ from .unet_blocks import AttentionBlock, Downsample, ResBlock, Upsample, group_n
 
 
 class UNet(nn.Module):
-    """eps/x0/v network for images: forward(x (B, C, H, W), t (B,)) -> (B, out_channels, H, W).
+    """eps/x0/v network for images: forward(x (B, C, H, W), t (B,), y (B,) | None) -> (B, out_channels, H, W).
 
     Args:
         sample_shape: (C, H, W) of the data; H must equal W and be divisible by 2^(len(channel_mults) - 1).
@@ -28,6 +28,9 @@ class UNet(nn.Module):
         learned_variance: output 2C channels ([mean part, variance part]) instead of C.
         num_heads: attention heads (DDPM 1, IDDPM 4); every level's width must be divisible by it.
         scale_shift_norm: IDDPM's GroupNorm(h) * (1 + scale) + shift timestep conditioning in the ResBlocks.
+        num_classes: for a class-conditional network, the number of classes: a learned class embedding is
+            added to the timestep embedding (IDDPM's class conditioning), with one extra "null" class
+            (index ``num_classes``, also what y=None means) for classifier-free guidance.
     """
 
     def __init__(
@@ -42,8 +45,12 @@ class UNet(nn.Module):
         num_groups: int = 32,
         num_heads: int = 1,
         scale_shift_norm: bool = False,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        if num_classes is not None and (isinstance(num_classes, bool) or int(num_classes) < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}.")
+        self.num_classes = None if num_classes is None else int(num_classes)
         validate_unet_shape(sample_shape, base_channels, channel_mults, attention_resolutions, num_groups, num_heads)
         in_channels, image_size = int(sample_shape[0]), int(sample_shape[1])
         self.sample_shape = tuple(int(s) for s in sample_shape)
@@ -51,6 +58,7 @@ class UNet(nn.Module):
         self.out_channels = in_channels * (2 if learned_variance else 1)
         temb_dim = 4 * base_channels
         self.time_embed = TimestepEmbedding(base_channels, temb_dim)
+        self.class_embed = None if self.num_classes is None else nn.Embedding(self.num_classes + 1, temb_dim)
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def res(cin: int, cout: int) -> ResBlock:
@@ -94,8 +102,13 @@ class UNet(nn.Module):
             h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
         return h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         temb = self.time_embed(t)
+        if self.class_embed is not None:
+            y = torch.full_like(t, self.num_classes, dtype=torch.long) if y is None else y
+            temb = temb + self.class_embed(y)
+        elif y is not None:
+            raise ValueError("this UNet was built without num_classes, so it cannot take class labels y.")
         h = self.conv_in(x)
         skips = [h]
         for layers in self.down:
