@@ -87,22 +87,24 @@ def save_points_figure(
             axes[1].plot(paths[:, p, 0], paths[:, p, 1], "-o", ms=2, lw=1)
             axes[1].scatter(paths[-1, p, 0], paths[-1, p, 1], marker="*", s=60, c="k", zorder=3)
         axes[1].set_title(f"reverse trajectories of {paths.shape[1]} points (x_T -> x_0, * = end)")
+    (x_lo, y_lo), (x_hi, y_hi) = view_limits(data, samples)
+    outside = int(((samples < [x_lo, y_lo]) | (samples > [x_hi, y_hi])).any(axis=1).sum())
+    if outside:  # a few diverged samples would otherwise squeeze the data into a dot
+        axes[0].set_title(f"{axes[0].get_title()}\n{outside} of {len(samples)} samples lie outside this view")
     for ax in axes:
-        ax.set_aspect("equal")
+        ax.set(xlim=(x_lo, x_hi), ylim=(y_lo, y_hi), aspect="equal")
     return _save_figure(fig, path)
 
 
-def save_schedule_curves(alpha_bars: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:
-    """alpha-bar_t and log SNR_t = log(abar / (1 - abar)) against t/T for named schedules."""
-    fig, axes = figure(1, 2, figsize=(10, 4), dpi=100)
-    for name, abar in alpha_bars.items():
-        x = np.linspace(0, 1, len(abar))
-        axes[0].plot(x, abar.numpy(), label=name)
-        axes[1].plot(x, torch.log(abar / (1 - abar)).numpy(), label=name)
-    axes[0].set(xlabel="t / T", ylabel="alpha-bar_t", title="signal kept")
-    axes[1].set(xlabel="t / T", ylabel="log SNR", title="log signal-to-noise ratio")
-    axes[0].legend()
-    return _save_figure(fig, path)
+def view_limits(data: np.ndarray, samples: np.ndarray, margin: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+    """Axis limits (lo (2,), hi (2,)) that hold all the data and the central 96% of the samples, with a margin:
+    robust to the few samples (a diverging 1%) that land far away."""
+    finite = samples[np.isfinite(samples).all(axis=1)]
+    lo, hi = data.min(axis=0), data.max(axis=0)
+    if len(finite):
+        lo, hi = np.minimum(lo, np.percentile(finite, 2, axis=0)), np.maximum(hi, np.percentile(finite, 98, axis=0))
+    pad = margin * (hi - lo).max()
+    return lo - pad, hi + pad
 
 
 def figure(nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[Figure, object]:

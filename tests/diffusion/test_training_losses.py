@@ -1,6 +1,7 @@
 import itertools
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,6 +169,19 @@ def test_core_imports_neither_lightning_nor_hydra():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_core_modules_import_each_other_at_the_top_only():
+    """No import cycle hidden behind a function-level import: every relative import in ddpm_lab.diffusion is at
+    module level (or under TYPE_CHECKING)."""
+    import ast
+
+    package = Path(__file__).parents[2] / "src" / "ddpm_lab" / "diffusion"
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lazy = [n for n in ast.walk(node) if isinstance(n, ast.ImportFrom) and n.level > 0]
+                assert not lazy, f"{path.name}: {node.name} imports .{lazy[0].module} lazily"
 
 
 def test_loss_aware_ring_buffer_matches_a_sequential_update():

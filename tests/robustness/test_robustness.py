@@ -198,6 +198,10 @@ BAD_CONFIGS = [
     (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not valid: use a positive number of optimizer steps"),
     (["trainer.max_steps=0"], r"trainer.max_steps=0 is not valid"),
     (["module.lr_warmup_steps=-5"], r"module.lr_warmup_steps=-5 is not valid: use an integer >= 0"),
+    (
+        ["model.base_channels=16"],
+        r"the network cannot be built: num_channels \(48\) must be divisible by num_groups \(32\)",
+    ),
     (["sampling.spacing=leading"], r"sampling.spacing='leading' is not valid; allowed values: uniform, trailing"),
     (["sampling.sampler=rk4"], r"sampling.sampler='rk4' is not valid; allowed values: ddpm, ddim, euler.*sampler=NAME"),
     (["sampling.eta=-1"], r"sampling.eta=-1 is not valid: use a number >= 0"),

@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if getattr(datamodule, "kind", "image") == "points":
-        callbacks = [SampleDistanceCallback()]
+        callbacks = [SampleDistanceCallback(**cfg.get("sample_distance", {}))]
     else:
         callbacks = [
             *build_callbacks(OmegaConf.create({"metrics": OmegaConf.to_container(cfg.metrics, resolve=True)})),

@@ -13,6 +13,7 @@ import itertools
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -75,14 +76,48 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def writable_dir_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot become a writable directory (None if it can): the nearest existing ancestor must be
+    a directory this process may write into (checked without creating anything)."""
+    import os
+
+    target = Path(path).absolute()
+    for parent in [target, *target.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{parent} is not writable by this user"
+            return None
+    return None
+
+
 class SweepPreflight(Callback):
-    """Validates every job of a multirun at ``on_multirun_start``; on failure prints one message naming the bad
-    jobs and exits with status 2 (SystemExit: Hydra only warns about an Exception raised in a callback)."""
+    """Before anything runs: the run (or sweep) dir can be written, and every job of a multirun is validated
+    (``on_multirun_start``). On failure it prints one message (naming the bad jobs) and exits with status 2
+    (SystemExit: Hydra only warns about an Exception raised in a callback)."""
 
     def __init__(self, max_jobs: int = 512) -> None:
         self.max_jobs = max_jobs
 
+    @staticmethod
+    def _check_output_dir(config: DictConfig, key: str) -> None:
+        path = OmegaConf.select(config, key)
+        problem = writable_dir_problem(path) if path else None
+        if problem:
+            name = config.hydra.job.config_name
+            print(
+                f"ddpm-{name}: cannot write the output dir {key}={path}: {problem}. Choose another with "
+                f"{key}=DIR, or move every run with paths.log_dir=DIR.",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check_output_dir(config, "hydra.run.dir")
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check_output_dir(config, "hydra.sweep.dir")
         config_name = kwargs.get("config_name") or config.hydra.job.config_name
         validate = VALIDATORS.get(str(config_name))
         if validate is None:

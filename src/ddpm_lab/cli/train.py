@@ -21,12 +21,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..lightning import read_summary, write_summary
-from ..lightning.checkpointing import AtomicCheckpointIO
+from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
+from ..lightning.metrics_record import truncate_history
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
 from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from .validation import ConfigError, validate_config, validate_launch
+from .validation import ConfigError, validate_config, validate_launch, validate_resume
 
 log = logging.getLogger(__name__)
 # Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.
@@ -39,6 +40,7 @@ CHOICE_GROUPS = (
     "loss",
     "loss_weighting",
     "parameterization",
+    "conditioning",
     "sampler",
     "optimizer",
     "trainer",
@@ -171,6 +173,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
+        if rank_zero:
+            remove_stale_temp_files(run_dir / "checkpoints")
+        if ckpt_path:
+            step = validate_resume(module, ckpt_path)
+            if rank_zero and truncate_history(run_dir, step):
+                write_summary(run_dir)  # best/final again, from the steps that stand
         fields = wandb_fields(cfg)
         previous_id = (read_summary(run_dir) or {}).get("wandb_run_id")
         if ckpt_path and previous_id and not cfg.get("logger", {}).get("wandb", {}).get("offline", True):
@@ -184,6 +192,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         if rank_zero:
             record_wandb_id(trainer, run_dir)
+            # The whole resolved config, so W&B's runs table can filter and group by any setting (lr, T, EMA...);
+            # the module saves no hyperparameters of its own, so Lightning would log none.
+            for logger in trainer.loggers:
+                logger.log_hyperparams(OmegaConf.to_container(OmegaConf.create(resolved)))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if module.nan_policy == "stop":
             module.check_finite()

@@ -53,6 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
             f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
         ) from err
     validate_fast_paths(cfg)
+    validate_loggers(cfg)
     validate_model_for_data(cfg)
     validate_training_loop(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
@@ -214,6 +215,44 @@ def validate_model_for_data(cfg: DictConfig) -> None:
         )
     if not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
+    validate_network_builds(cfg, data_cls, is_points)
+
+
+def validate_loggers(cfg: DictConfig) -> None:
+    """A logger whose package is missing stops now, with the install line (not at the first log call)."""
+    import importlib.util
+
+    for name, node in (cfg.get("logger") or {}).items():
+        tensorboard = node and str(node.get("_target_", "")).endswith("TensorBoardLogger")
+        if tensorboard and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+            raise ConfigError(
+                f"logger.{name} writes TensorBoard files but neither tensorboard nor tensorboardX is installed: "
+                "pip install -e '.[tensorboard]' (or use logger=wandb / logger=csv)."
+            )
+
+
+def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) -> None:
+    """Build the network on PyTorch's meta device (shapes only, no memory, milliseconds): every rule of its
+    constructor (GroupNorm divisibility of concatenated skips, head counts, ...) is checked once, there."""
+    import torch
+
+    from .builders import data_num_classes
+
+    if is_points:
+        shape = list(data_cls.sample_shape)
+    else:
+        size = int(cfg.data.get("image_size", getattr(data_cls, "image_size", 32)))
+        shape = [int(cfg.data.get("channels", getattr(data_cls, "channels", 3))), size, size]
+    extra = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
+    try:
+        with torch.device("meta"):
+            instantiate(
+                cfg.model, sample_shape=shape, learned_variance=cfg.diffusion.var_type.startswith("learned"), **extra
+            )
+    except (ValueError, TypeError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        settings = ", ".join(f"model.{k}={v}" for k, v in cfg.model.items() if not str(k).startswith("_"))
+        raise ConfigError(f"the network cannot be built: {cause} ({settings}).") from err
 
 
 def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> None:
@@ -332,3 +371,43 @@ def validate_training_loop(cfg: DictConfig) -> None:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         settings = ", ".join(f"optimizer.{k}={v}" for k, v in cfg.optimizer.items() if not str(k).startswith("_"))
         raise ConfigError(f"the optimizer refuses its settings: {cause} ({settings}).") from err
+
+
+def _differences(stored, current, prefix: str) -> list[str]:
+    """``key: stored -> current`` for every leaf that differs between two config sections."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        keys = sorted(set(stored) | set(current), key=str)
+        return [d for k in keys for d in _differences(stored.get(k), current.get(k), f"{prefix}.{k}")]
+    return [] if stored == current else [f"{prefix}: {stored!r} -> {current!r}"]
+
+
+def validate_resume(module, ckpt_path) -> int:
+    """Before resuming from ``ckpt_path``: its weights fit this run's network (else a ConfigError naming the
+    config keys that differ from the ones it was trained with, instead of hundreds of size mismatches).
+    Returns the checkpoint's global step."""
+    from omegaconf import OmegaConf
+
+    from ..lightning.checkpointing import peek_checkpoint
+
+    checkpoint = peek_checkpoint(ckpt_path)
+    saved = checkpoint.get("state_dict") or {}
+    expected = module.state_dict()
+    mismatched = [
+        name
+        for name in sorted(set(saved) | set(expected))
+        if name not in saved or name not in expected or tuple(saved[name].shape) != tuple(expected[name].shape)
+    ]
+    if mismatched:
+        stored_yaml = (checkpoint.get("ddpm_lab") or {}).get("config")
+        changes = []
+        if stored_yaml and module.run_config:
+            stored, current = (OmegaConf.to_container(OmegaConf.create(y)) for y in (stored_yaml, module.run_config))
+            for section in ("model", "diffusion", "data", "conditioning"):
+                changes += _differences(stored.get(section), current.get(section), section)
+        said = "; ".join(changes[:8]) or "no config difference found (a checkpoint of another program?)"
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not fit this run's network: {len(mismatched)} weights differ in shape or "
+            f"are missing (e.g. {mismatched[0]}). The checkpoint was trained with other settings ({said}). Resume "
+            "with the settings it was trained with (drop those overrides), or start a new run without ckpt_path."
+        )
+    return int(checkpoint.get("global_step", 0))

@@ -16,6 +16,7 @@ from . import losses
 from . import parameterization as param
 from .likelihoods import gaussian_prior_kl_bits
 from .losses import LOSS_TYPES
+from .nll import nll_bits_per_dim
 from .respacing import respaced_betas, space_timesteps
 from .sampling import sample_loop
 
@@ -376,8 +377,6 @@ class GaussianDiffusion:
         progress: bool = False,
     ) -> Any:
         """Per-example NLL bound in bits/dim for 8-bit data x0 in [-1, 1]; see ``ddpm_lab.diffusion.nll``."""
-        from .nll import nll_bits_per_dim
-
         return nll_bits_per_dim(
             self,
             model,

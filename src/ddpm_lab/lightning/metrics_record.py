@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 HISTORY_FILE = "metrics.jsonl"
 SUMMARY_FILE = "metrics.json"
-HIGHER_IS_BETTER = ("is", "is_mean", "accuracy")
+HIGHER_IS_BETTER = ("is", "is_mean")
 
 
 def lower_is_better(name: str) -> bool:
@@ -41,6 +41,30 @@ def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a line cut by a crash mid-write
     return rows
+
+
+def truncate_history(run_dir: str | Path, step: int) -> int:
+    """Drop the rows a resume from a checkpoint after ``step`` optimizer steps discards, so that their values
+    do not stay in the record (``best`` could come from them). A training row is logged under the step count
+    before its own update, so the batches the checkpoint holds log steps < ``step``: training rows at
+    ``step`` or later are dropped; validation rows (logged after the update) only after ``step``.
+    Returns the number of rows dropped."""
+    path = Path(run_dir) / HISTORY_FILE
+    rows = read_history(run_dir)
+
+    def stands(row: dict[str, Any]) -> bool:
+        logged = row.get("step")
+        if not isinstance(logged, int):
+            return True
+        validation = any(str(key).startswith(("val/", "test/")) for key in row)
+        return logged <= step if validation else logged < step
+
+    kept = [row for row in rows if stands(row)]
+    if len(kept) < len(rows):
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        os.replace(tmp, path)
+    return len(rows) - len(kept)
 
 
 def summarize_history(rows: list[dict[str, Any]]) -> dict[str, Any]:

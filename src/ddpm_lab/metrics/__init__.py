@@ -9,7 +9,7 @@ from .inception import (
     resolve_inception_weights,
 )
 from .reference import ReferenceStats, load_or_compute_reference
-from .sample_distance import mmd_distance, sliced_wasserstein_distance
+from .sample_distance import mmd_distance
 
 __all__ = [
     "GaussianStats",
@@ -24,5 +24,4 @@ __all__ = [
     "load_or_compute_reference",
     "mmd_distance",
     "resolve_inception_weights",
-    "sliced_wasserstein_distance",
 ]

@@ -5,26 +5,6 @@ from __future__ import annotations
 import torch
 
 
-def sliced_wasserstein_distance(a: torch.Tensor, b: torch.Tensor, num_projections: int = 512, seed: int = 0) -> float:
-    """Sliced 2-Wasserstein distance between samples a (N, D) and b (M, D).
-
-    Both sets are projected on ``num_projections`` random unit directions (fixed by ``seed`` so the value is
-    comparable across calls); on each line W2 is the L2 distance between the sorted projections, compared at
-    common quantile levels when N != M. Returns sqrt(mean over directions of W2^2).
-    """
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"expected (N, D) and (M, D) point sets, got {tuple(a.shape)} and {tuple(b.shape)}")
-    generator = torch.Generator().manual_seed(seed)
-    directions = torch.randn(a.shape[1], num_projections, generator=generator, dtype=torch.float64)
-    directions = directions / directions.norm(dim=0, keepdim=True)
-    pa = (a.detach().double().cpu() @ directions).sort(dim=0).values
-    pb = (b.detach().double().cpu() @ directions).sort(dim=0).values
-    if pa.shape[0] != pb.shape[0]:
-        levels = (torch.arange(min(len(pa), len(pb)), dtype=torch.float64) + 0.5) / min(len(pa), len(pb))
-        pa, pb = torch.quantile(pa, levels, dim=0), torch.quantile(pb, levels, dim=0)
-    return float(((pa - pb) ** 2).mean().sqrt())
-
-
 def mmd_distance(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> float:
     """Maximum mean discrepancy between samples a (N, D) and b (M, D) with a sum of Gaussian kernels.
 
