@@ -20,3 +20,9 @@ print(matplotlib.get_backend())
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().lower() == "svg"
     assert (tmp_path / "grid.png").stat().st_size > 100 and (tmp_path / "points.png").stat().st_size > 100
+
+
+def test_trajectory_labels_use_the_0_based_timesteps_of_the_code():
+    from ddpm_lab.visualize import trajectory_label
+
+    assert [trajectory_label(level, 1000) for level in (1000, 500, 1, 0)] == ["x_T (t=999)", "t=499", "t=0", "x_0"]

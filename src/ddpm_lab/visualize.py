@@ -50,15 +50,24 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     return np.asarray(picture)
 
 
+def trajectory_label(level: int, start: int) -> str:
+    """A trajectory frame's label: ``level`` is 1-based (DDPM's x_level), so the state sits at 0-based t - 1."""
+    if level == 0:
+        return "x_0"
+    return f"x_T (t={level - 1})" if level == start else f"t={level - 1}"
+
+
 def save_trajectory_strip(trajectory: Trajectory, path: str | Path, num_rows: int = 8) -> np.ndarray:
-    """Rows: samples; columns: x_t from pure noise (t = T) to the sample (t = 0), labelled with t."""
+    """Rows: samples; columns: the states from pure noise to the sample, labelled "x_T", then with the 0-based
+    timestep each state sits at (the code's and README's t = 0..T-1), then "x_0"."""
     states = trajectory.states[:, :num_rows]  # (K, R, C, H, W)
     k, r = states.shape[:2]
     grid = image_grid(states.transpose(0, 1).reshape(k * r, *states.shape[2:]), nrow=k)
     fig, ax = figure(figsize=(max(4.0, 1.0 * k), max(2.0, 1.0 * r) + 0.6), dpi=100)
     ax.imshow(grid, interpolation="nearest")
     cell = grid.shape[1] / k
-    ax.set_xticks([cell * (i + 0.5) for i in range(k)], [f"t={t}" for t in trajectory.noise_levels], fontsize=8)
+    labels = [trajectory_label(level, trajectory.noise_levels[0]) for level in trajectory.noise_levels]
+    ax.set_xticks([cell * (i + 0.5) for i in range(k)], labels, fontsize=8)
     ax.set_yticks([])
     ax.set_title("denoising trajectory: x_T (noise) -> x_0 (sample)", fontsize=9)
     return _save_figure(fig, path)

@@ -175,3 +175,16 @@ def test_a_training_set_smaller_than_the_batch_is_a_start_up_error(tmp_path, tin
         train(cfg)
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["status"] == "failed" and "data.batch_size to at most 40" in summary["error"]
+
+
+def test_image_folder_lists_every_broken_image_at_start_up(tmp_path):
+    """A broken image used to surface mid-training, and only the first one was named."""
+    for i in range(4):
+        Image.new("RGB", (12, 12), (i * 40, 0, 0)).save(tmp_path / f"img{i}.png")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n")
+    (tmp_path / "text.jpg").write_text("not a jpeg")
+    dm = ImageFolderDataModule(path=tmp_path, image_size=8, batch_size=2)
+    with pytest.raises(
+        DatasetFilesError, match=r"2 of the 6 files of image folder .*cut\.png \(UnidentifiedImageError\); .*text\.jpg"
+    ):
+        dm.setup()

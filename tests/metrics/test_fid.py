@@ -168,3 +168,12 @@ def test_malicious_weights_file_is_refused(tmp_path):
     with pytest.raises(InceptionWeightsError, match=r"refused by torch\.load"):
         resolve_inception_weights(path)
     assert not marker.exists()
+
+
+def test_ddpm_fid_names_the_broken_images_of_a_folder(tmp_path, inception_weights, capsys):
+    a = write_folder(tmp_path / "a", 0)
+    (a / "broken.png").write_bytes(b"garbage")
+    code = fid_main([str(a), str(a), "--inception-weights", str(inception_weights), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "ddpm-fid: 1 of the" in err and "broken.png" in err and "Traceback" not in err

@@ -286,19 +286,20 @@ def test_ddp_ranks_draw_their_own_timesteps_noise_and_dropout(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_sigkill_and_resume_equals_a_straight_ddp_run(tmp_path):
-    """Each rank's RNG state is saved and restored (rank 0's was restored on every rank)."""
-    # 2 ranks: 5 batches per epoch; the kill at step 7 falls mid-epoch.
-    ddp = [*RESUME_RUN, "trainer=ddp_cpu", "callbacks.model_checkpoint.every_n_train_steps=7", "trainer.max_steps=14"]
+    """Each rank's RNG state is saved and restored (rank 0's was restored on every rank). 2 ranks: 5 batches per
+    epoch, so the checkpoint at step 10 closes epoch 1 and follows the validation at step 10: a resume there
+    skipped the whole next epoch (the sampler's skip outlived its epoch) and diverged (3e-4 in the weights)."""
+    ddp = [*RESUME_RUN, "trainer=ddp_cpu", "callbacks.model_checkpoint.every_n_train_steps=10", "trainer.max_steps=20"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *ddp], cwd=tmp_path)
-    kill = ["+callbacks.kill._target_=tests.robustness.helpers.KillAtStep", "+callbacks.kill.step=7"]
+    kill = ["+callbacks.kill._target_=tests.robustness.helpers.KillAtStep", "+callbacks.kill.step=10"]
     dead = run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *ddp, *kill], cwd=tmp_path, check=False)
     assert dead.returncode == -9
     saved = load(killed / "checkpoints" / "last.ckpt")
-    assert saved["global_step"] == 7 and len(saved["ddpm_lab"]["rng_per_rank"]) == 2
+    assert saved["global_step"] == 10 and len(saved["ddpm_lab"]["rng_per_rank"]) == 2
     run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *ddp, "ckpt_path=last"], cwd=tmp_path)
     a, b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
-    assert a["global_step"] == b["global_step"] == 14
+    assert a["global_step"] == b["global_step"] == 20 and a["epoch"] == b["epoch"]
     for key, value in a["state_dict"].items():
         assert torch.allclose(value, b["state_dict"][key], atol=1e-6, rtol=0), key
     for state_a, state_b in zip(a["ddpm_lab"]["rng_per_rank"], b["ddpm_lab"]["rng_per_rank"], strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -142,3 +143,37 @@ def test_a_worker_that_dies_leaves_the_run_failed_with_the_reason(tmp_path):
     assert result.returncode != 0
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "DDP rank 1 exited with code 3"
+
+
+@pytest.mark.slow
+def test_when_rank_zero_dies_the_worker_records_it_and_stops(tmp_path):
+    """Rank 0 killed without a word (os._exit: no finally, as SIGKILL) left metrics.json at "running" for ever,
+    and rank 1 printed a 98-line gloo traceback after the collective's timeout."""
+    run = tmp_path / "run"
+    started = time.time()
+    result = run_train_cli(
+        [
+            f"hydra.run.dir={run}",
+            f"paths.root_dir={tmp_path}",
+            "trainer=ddp_cpu",
+            *FAST_TRAINER,
+            *TINY_UNET,
+            "logger=csv",
+            "trainer.max_steps=50",
+            "+callbacks.die._target_=tests.robustness.helpers.ExitOnRank",
+            "+callbacks.die.rank=0",
+            "+callbacks.die.step=2",
+            "+callbacks.die.code=9",
+            "+callbacks.die.others_sleep=3",
+        ],
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 9
+    deadline = time.time() + 60  # the orphaned worker notices within a second or so
+    while time.time() < deadline and json.loads((run / "metrics.json").read_text())["status"] == "running":
+        time.sleep(0.5)
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("DDP rank 0 (pid ")
+    assert "died without recording why" in result.stderr and "Traceback" not in result.stderr
+    assert time.time() - started < 120

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from .ddp_worker import RANK0_PID_ENV
 from .launch_env import OWN_LAUNCHER_ENV, detect_launch
 from .resolvers import device_count
 
@@ -89,7 +90,7 @@ class DDPWorkers:
         self.procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "ddpm_lab.cli.ddp_worker", str(config_path)],
-                env={**os.environ, **env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
+                env={**os.environ, **env, "LOCAL_RANK": str(rank), "RANK": str(rank), RANK0_PID_ENV: str(os.getpid())},
             )
             for rank in range(1, self.num_processes)
         ]

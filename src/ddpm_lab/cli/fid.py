@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from ..data.image_datasets import check_image_files
 from ..metrics import (
     GaussianStats,
     InceptionFeatures,
@@ -47,6 +49,7 @@ class FolderImages(Dataset):
             self.files = []
         elif path.is_dir():
             self.files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS)
+            check_image_files(self.files, f"folder {path}")
         else:
             raise FileNotFoundError(f"{path} is neither an image folder nor an .npz file.")
         if len(self) < 2:
@@ -65,13 +68,18 @@ class FolderImages(Dataset):
         return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
 
 
-def features_of(images: Dataset, extractor: InceptionFeatures, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def features_of(
+    images: Dataset, extractor: InceptionFeatures, batch_size: int, desc: str = "Inception features"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pool and logit features of every image, with a progress bar (stderr): 50k images take minutes."""
     pools, logits = [], []
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
-        pool, logit = extractor(batch)
-        pools.append(pool)
-        logits.append(logit)
+    with tqdm(total=len(images), desc=desc, unit="img") as bar:
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+            pool, logit = extractor(batch)
+            pools.append(pool)
+            logits.append(logit)
+            bar.update(len(batch))
     return torch.cat(pools), torch.cat(logits)
 
 

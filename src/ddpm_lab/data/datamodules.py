@@ -21,7 +21,7 @@ from .formats import (
     load_cifar10,
     load_mnist,
 )
-from .image_datasets import ArrayImages, DiffusionImages, FileImages, resize_uint8
+from .image_datasets import ArrayImages, DiffusionImages, FileImages, check_image_files, resize_uint8
 from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -75,6 +75,7 @@ class ImageDataModule(L.LightningDataModule):
         self.download = download
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._splits: dict[str, Dataset] = {}
+        self._scanned = False  # image_folder: every file's header checked once
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -246,6 +247,9 @@ class ImageFolderDataModule(ImageDataModule):
                 f"image folder {self.path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                 "at least 2 are needed."
             )
+        if split not in self._splits and not self._scanned:
+            check_image_files(files, f"image folder {self.path}")  # all at start-up, not one mid-training
+            self._scanned = True
         dataset = FileImages(files, self.image_size, self.channels)
         order = np.random.default_rng(0).permutation(len(files))
         num_val = max(1, round(self.val_fraction * len(files)))

@@ -45,6 +45,23 @@ class ArrayImages(Dataset):
         return self.images[index]
 
 
+def check_image_files(files: Sequence[Path], what: str) -> None:
+    """Open every file's header (cheap: PIL reads the size and format, not the pixels) and raise one
+    DatasetFilesError listing all that are not images, before any long work starts."""
+    bad = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - the header is parsed on open; size forces nothing more
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            bad.append(f"{path} ({type(err).__name__})")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DatasetFilesError(
+            f"{len(bad)} of the {len(files)} files of {what} are not readable images: {shown}. Remove or replace them."
+        )
+
+
 class FileImages(Dataset):
     """Images read from files on access: centre-cropped (to ``crop_size``, or the largest square) and resized."""
 

@@ -27,10 +27,15 @@ class ResumableSampler(Sampler):
     def __init__(self, size: int, seed: int = 0, shuffle: bool = True, random_flip: bool = False) -> None:
         self.size, self.seed, self.shuffle, self.random_flip = size, seed, shuffle, random_flip
         self.epoch = 0
-        self.skip = 0  # items of the current epoch to leave out (set when restoring mid-epoch)
+        # Items to leave out of epoch ``skip_epoch`` (set when restoring mid-epoch). Tied to that epoch: a
+        # checkpoint taken after an epoch's last batch resumes in the next epoch, which must not skip anything
+        # (it did: the next epoch came out empty and training went on in the one after).
+        self.skip, self.skip_epoch = 0, 0
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start, restored ones too
         self.epoch = epoch
+        if epoch != self.skip_epoch:
+            self.skip = 0
 
     def __len__(self) -> int:
         world, _ = _world()
@@ -48,7 +53,7 @@ class ResumableSampler(Sampler):
         share = self.size // world
         mine = order[rank::world][:share].tolist()
         flip = flips[order[rank::world][:share]].tolist()
-        start, self.skip = self.skip, 0
+        start, self.skip = (self.skip if self.epoch == self.skip_epoch else 0), 0
         yield from zip(mine[start:], flip[start:], strict=True)
 
 
@@ -78,8 +83,15 @@ class ResumableDataLoader(DataLoader):
         return {"epoch": self.sampler.epoch, "batches": self._processed_in_epoch()}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.epoch = state["epoch"]
-        self.sampler.skip = state["batches"] * self.batch_size
+        # Lightning restores this state after it has called set_epoch for the epoch it resumes in. A checkpoint
+        # taken after an epoch's last batch resumes at the start of the next epoch: skipping the finished
+        # epoch's batches there gave an empty epoch (and then a stop, or the wrong permutation).
+        if state["batches"] >= len(self):
+            self.sampler.epoch = self.sampler.skip_epoch = state["epoch"] + 1
+            self.sampler.skip = 0
+        else:
+            self.sampler.epoch = self.sampler.skip_epoch = state["epoch"]
+            self.sampler.skip = state["batches"] * self.batch_size
 
 
 class IndexedItems(Dataset):
