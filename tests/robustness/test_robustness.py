@@ -334,3 +334,49 @@ def test_eval_shards_cover_every_item_once(monkeypatch):
         monkeypatch.setattr(resumable, "_world", lambda rank=rank: (3, rank))
         seen += list(resumable.EvalShardSampler(10))
     assert sorted(seen) == list(range(10))
+
+
+TOY_RESUME = [
+    "experiment=toy_swissroll",
+    "logger=csv",
+    "seed=7",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.deterministic=true",
+    "data.num_train=256",
+    "data.num_val=64",
+    "data.num_test=64",
+    "data.batch_size=64",  # 4 batches per epoch
+    "model.hidden_dim=32",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=4",
+    "callbacks.model_checkpoint.every_n_train_steps=4",
+    "callbacks.sample_distance.num_samples=64",
+    "callbacks.sample_images.every_n_steps=12",
+    "callbacks.sample_images.num_samples=32",
+]
+
+
+@pytest.mark.slow
+def test_toy_sigkill_at_an_epoch_end_after_a_validation_resumes_exactly(tmp_path):
+    """Issue 17's toy case, small: the checkpoint at step 8 closes epoch 1 and follows a validation (whose
+    loader once drew from the global RNG). The resumed run equals the straight one: weights to 1e-6, and the
+    same train/loss and val/sample_distance at every logged step."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *TOY_RESUME], cwd=tmp_path)
+    kill = ["+callbacks.kill._target_=tests.robustness.helpers.KillAtStep", "+callbacks.kill.step=8"]
+    dead = run_train(
+        [f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *TOY_RESUME, *kill], cwd=tmp_path, check=False
+    )
+    assert dead.returncode == -9 and load(killed / "checkpoints" / "last.ckpt")["global_step"] == 8
+    run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *TOY_RESUME, "ckpt_path=last"], cwd=tmp_path)
+    a, b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 12 and a["epoch"] == b["epoch"]
+    for key, value in a["state_dict"].items():
+        assert torch.allclose(value, b["state_dict"][key], atol=1e-6, rtol=0), key
+
+    def logged(run, key):
+        return [(r["step"], r[key]) for r in map(json.loads, (run / "metrics.jsonl").open()) if key in r]
+
+    for key in ("train/loss", "val/sample_distance"):
+        assert logged(killed, key) == pytest.approx(logged(straight, key), abs=1e-6), key

@@ -264,3 +264,28 @@ def test_every_sampler_draws_from_a_trained_image_model(trained_run, sampler):
         ]
         assert draws[0].shape == (3, *module.sample_shape) and torch.isfinite(draws[0]).all()
         assert torch.equal(draws[0], draws[1])
+
+
+def test_an_epoch_bounded_quickstart_still_measures_at_the_end(tmp_path):
+    """The quickstart's FID/NLL were due at ``${trainer.max_steps}``, which is -1 for a run bounded by epochs
+    (every_n_steps=-1: a start-up error). They are now due once, at the end of training, however it ends."""
+    overrides = [o for o in FAST_TRAINER if not o.startswith(("trainer.max_steps", "metrics="))]
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            "logger=csv",
+            *overrides,
+            *TINY_UNET,
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "metrics.nll.num_images=2",
+            "metrics.fid.steps=3",
+            "metrics.nll.progress=false",
+            "diffusion.num_timesteps=20",
+        ],
+    )
+    assert cfg.metrics.nll.every_n_steps is None
+    summary = train(cfg)
+    assert summary["global_step"] == 3 and "val/nll_bpd" in summary["final"]

@@ -16,8 +16,8 @@ from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback
 from ..lightning.evaluation import PeriodicEvaluation
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
+from .checkpoint_validation import validate_eval_config
 from .common import resolve_device
-from .validation import validate_eval_config
 
 
 class _EvaluateAtEnd(L.Callback):

@@ -18,8 +18,8 @@ from ..diffusion import balanced_labels
 from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
 from .builders import build_datamodule, module_from_checkpoint
+from .checkpoint_validation import validate_sample_config
 from .common import resolve_device
-from .validation import validate_sample_config
 
 
 def sample(cfg: DictConfig) -> dict:

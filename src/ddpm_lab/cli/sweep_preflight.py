@@ -23,7 +23,8 @@ from hydra.errors import ConfigCompositionException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .validation import ConfigError, validate_config, validate_eval_config, validate_sample_config
+from .checkpoint_validation import validate_eval_config, validate_sample_config
+from .validation import ConfigError, validate_config
 
 VALIDATORS: dict[str, Callable[[DictConfig], None]] = {
     "train": validate_config,

@@ -25,9 +25,10 @@ from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_file
 from ..lightning.metrics_record import truncate_history
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
+from .checkpoint_validation import validate_resume
 from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from .validation import ConfigError, validate_config, validate_launch, validate_resume
+from .validation import ConfigError, validate_config, validate_launch
 
 log = logging.getLogger(__name__)
 # Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.

@@ -282,53 +282,6 @@ def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> N
         )
 
 
-def validate_eval_config(cfg: DictConfig) -> None:
-    """``ddpm-eval``: the checkpoint is a ddpm-lab one, and the sampler and FID settings are valid for it,
-    before anything loads."""
-    from hydra.utils import get_class
-
-    stored = checkpoint_run_config(cfg.get("ckpt_path"))
-    T = stored.diffusion.num_timesteps
-    if cfg.get("sampling") is not None:
-        validate_sampling(cfg.sampling, "sampling", T)
-    fid = (cfg.get("metrics") or {}).get("fid")
-    if fid is None or getattr(get_class(stored.data._target_), "kind", "image") == "points":
-        return  # 2-D data is measured by val/sample_distance: no FID, no Inception weights needed
-    validate_sampling(fid, "metrics.fid", T)
-    validate_fid_options(fid)
-
-
-def checkpoint_run_config(ckpt) -> DictConfig:
-    """The run config stored in checkpoint ``ckpt`` (read without loading its tensors), or a ConfigError."""
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
-    from ..lightning.checkpointing import stored_run_config
-
-    if not ckpt or not Path(str(ckpt)).is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt} is not a file: pass a checkpoint, e.g. "
-            "ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt"
-        )
-    try:
-        stored = stored_run_config(ckpt)
-    except ValueError as err:
-        raise ConfigError(f"ckpt_path={ckpt}: {err}") from err
-    if stored is None:
-        raise ConfigError(f"ckpt_path={ckpt} is not a ddpm-lab checkpoint: it carries no run config.")
-    return OmegaConf.create(stored)
-
-
-def validate_sample_config(cfg: DictConfig) -> None:
-    """``ddpm-sample``: counts, the checkpoint, and the sampler settings against its number of timesteps."""
-    for key in ("num_samples", "batch_size"):
-        if not (_is_int(cfg.get(key)) and cfg.get(key) >= 1):
-            raise ConfigError(f"{key}={cfg.get(key)!r} is not valid: use an integer >= 1.")
-    stored = checkpoint_run_config(cfg.get("ckpt_path"))
-    validate_sampling(cfg.sampling, "sampling", stored.diffusion.num_timesteps)
-
-
 def validate_fid_options(fid: DictConfig | None) -> None:
     """metrics.fid (ddpm-train and ddpm-eval): sample counts, and the Inception weights found now."""
     if fid is None:
@@ -371,43 +324,3 @@ def validate_training_loop(cfg: DictConfig) -> None:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         settings = ", ".join(f"optimizer.{k}={v}" for k, v in cfg.optimizer.items() if not str(k).startswith("_"))
         raise ConfigError(f"the optimizer refuses its settings: {cause} ({settings}).") from err
-
-
-def _differences(stored, current, prefix: str) -> list[str]:
-    """``key: stored -> current`` for every leaf that differs between two config sections."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        keys = sorted(set(stored) | set(current), key=str)
-        return [d for k in keys for d in _differences(stored.get(k), current.get(k), f"{prefix}.{k}")]
-    return [] if stored == current else [f"{prefix}: {stored!r} -> {current!r}"]
-
-
-def validate_resume(module, ckpt_path) -> int:
-    """Before resuming from ``ckpt_path``: its weights fit this run's network (else a ConfigError naming the
-    config keys that differ from the ones it was trained with, instead of hundreds of size mismatches).
-    Returns the checkpoint's global step."""
-    from omegaconf import OmegaConf
-
-    from ..lightning.checkpointing import peek_checkpoint
-
-    checkpoint = peek_checkpoint(ckpt_path)
-    saved = checkpoint.get("state_dict") or {}
-    expected = module.state_dict()
-    mismatched = [
-        name
-        for name in sorted(set(saved) | set(expected))
-        if name not in saved or name not in expected or tuple(saved[name].shape) != tuple(expected[name].shape)
-    ]
-    if mismatched:
-        stored_yaml = (checkpoint.get("ddpm_lab") or {}).get("config")
-        changes = []
-        if stored_yaml and module.run_config:
-            stored, current = (OmegaConf.to_container(OmegaConf.create(y)) for y in (stored_yaml, module.run_config))
-            for section in ("model", "diffusion", "data", "conditioning"):
-                changes += _differences(stored.get(section), current.get(section), section)
-        said = "; ".join(changes[:8]) or "no config difference found (a checkpoint of another program?)"
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not fit this run's network: {len(mismatched)} weights differ in shape or "
-            f"are missing (e.g. {mismatched[0]}). The checkpoint was trained with other settings ({said}). Resume "
-            "with the settings it was trained with (drop those overrides), or start a new run without ckpt_path."
-        )
-    return int(checkpoint.get("global_step", 0))

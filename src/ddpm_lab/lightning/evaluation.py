@@ -59,13 +59,28 @@ def publish(trainer: L.Trainer, metrics: dict[str, float], summary: dict[str, An
 
 
 class PeriodicEvaluation(L.Callback):
-    """Runs ``evaluate(trainer, pl_module)`` every ``every_n_steps`` training steps and at the last step."""
+    """Runs ``evaluate(trainer, pl_module)`` every ``every_n_steps`` training steps (None: never on the way)
+    and once at the end of training, whether it ends by max_steps or by max_epochs (max_steps=-1)."""
 
-    every_n_steps: int
+    every_n_steps: int | None
+    _evaluated_at: int = -1
+
+    @staticmethod
+    def check_every_n_steps(value: int | None, key: str) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(
+                f"{key}={value!r} is not valid: use an integer >= 1, or null (at the end of training only)."
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps == 0 or step == trainer.max_steps:
+        if (self.every_n_steps and step % self.every_n_steps == 0) or step == trainer.max_steps:
+            self._evaluated_at = step
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._evaluated_at != trainer.global_step:  # e.g. an epoch-bounded run: no "last step" was seen
+            self._evaluated_at = trainer.global_step
             self.evaluate(trainer, pl_module)
 
     def evaluate(self, trainer: L.Trainer, pl_module) -> Any:
@@ -79,7 +94,7 @@ class FIDCallback(PeriodicEvaluation):
 
     def __init__(
         self,
-        every_n_steps: int = 50_000,
+        every_n_steps: int | None = 50_000,
         num_samples: int = 10_000,
         batch_size: int = 500,
         sampler: str | None = "ddim",
@@ -105,8 +120,9 @@ class FIDCallback(PeriodicEvaluation):
             raise ValueError(f"metrics.fid.on_missing_weights={on_missing_weights!r}; allowed values: error, skip.")
         if num_samples < 2:
             raise ValueError(f"metrics.fid.num_samples={num_samples} is not valid: FID needs at least 2 samples.")
-        if every_n_steps < 1 or batch_size < 1:
-            raise ValueError("metrics.fid.every_n_steps and metrics.fid.batch_size must be >= 1.")
+        self.check_every_n_steps(every_n_steps, "metrics.fid.every_n_steps")
+        if batch_size < 1:
+            raise ValueError("metrics.fid.batch_size must be >= 1.")
         self.every_n_steps, self.num_samples, self.batch_size = every_n_steps, num_samples, batch_size
         self.sampling = {
             "sampler": sampler,
@@ -252,7 +268,7 @@ class NLLCallback(PeriodicEvaluation):
 
     def __init__(
         self,
-        every_n_steps: int = 50_000,
+        every_n_steps: int | None = 50_000,
         num_images: int = 256,
         batch_size: int = 64,
         split: str = "test",
@@ -261,8 +277,9 @@ class NLLCallback(PeriodicEvaluation):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if num_images < 1 or batch_size < 1 or every_n_steps < 1:
-            raise ValueError("metrics.nll: num_images, batch_size and every_n_steps must be >= 1.")
+        self.check_every_n_steps(every_n_steps, "metrics.nll.every_n_steps")
+        if num_images < 1 or batch_size < 1:
+            raise ValueError("metrics.nll: num_images and batch_size must be >= 1.")
         self.every_n_steps, self.num_images, self.batch_size = every_n_steps, num_images, batch_size
         self.split, self.use_ema, self.seed, self.progress = split, use_ema, seed, progress
 
