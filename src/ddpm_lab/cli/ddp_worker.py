@@ -19,13 +19,10 @@ RANK0_PID_ENV = "DDPM_LAB_RANK0_PID"
 
 
 def rank_zero_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return os.getppid() == pid  # a dead parent's children are re-parented, even if its pid is reused
+    from ..lightning.checkpointing import process_alive
+
+    # A dead parent's children are re-parented, so a reused pid is not taken for rank 0.
+    return process_alive(pid) and os.getppid() == pid
 
 
 def watch_rank_zero(pid: int, run_dir: Path, interval: float = 0.5) -> None:

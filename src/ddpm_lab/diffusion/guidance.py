@@ -55,6 +55,9 @@ def guided_model(
     return model
 
 
-def balanced_labels(num_samples: int, num_classes: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """0, 1, ..., C-1, 0, 1, ...: every class equally often (a grid with C columns shows one class per column)."""
-    return torch.arange(num_samples, device=device) % num_classes
+def balanced_labels(
+    num_samples: int, num_classes: int, device: torch.device | str | None = None, start: int = 0
+) -> torch.Tensor:
+    """Labels (num_samples,) of positions start, start+1, ... in 0, 1, ..., C-1, 0, 1, ...: every class equally
+    often over a whole run drawn in pieces (a grid with C columns shows one class per column)."""
+    return (start + torch.arange(num_samples, device=device)) % num_classes

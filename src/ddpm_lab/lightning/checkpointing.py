@@ -135,14 +135,15 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
     removed = []
     for tmp in Path(directory).glob(f".*{TEMP_MARKER}*") if Path(directory).is_dir() else []:
         pid = tmp.name.rsplit(TEMP_MARKER, 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (a process we may not signal still exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
-from ..diffusion import model_evaluations
+from ..diffusion import balanced_labels, model_evaluations
 from ..metrics import (
     InceptionFeatures,
     InceptionWeightsError,
@@ -202,7 +202,7 @@ class FIDCallback(PeriodicEvaluation):
         bar = tqdm(total=size, desc="FID sampling", disable=not (self.progress and trainer.global_rank == 0))
         for start in range(0, size, self.batch_size):
             n = min(self.batch_size, size - start)
-            labels = None if classes is None else (offset + start + torch.arange(n, device=pl_module.device)) % classes
+            labels = None if classes is None else balanced_labels(n, classes, pl_module.device, start=offset + start)
             images = pl_module.generate(n, generator=generator, use_ema=self.use_ema, labels=labels, **self.sampling)
             chunks.append(to_uint8(images))
             bar.update(n)
