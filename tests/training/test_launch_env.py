@@ -118,12 +118,9 @@ def test_rendezvous_ignores_a_stale_file_and_passes_rank_zero_errors(tmp_path):
         wait_for_rank_zero(path, started=0, timeout_s=1)
 
 
-@pytest.mark.slow
-def test_a_worker_that_dies_leaves_the_run_failed_with_the_reason(tmp_path):
-    """The watchdog ends rank 0 (blocked in a collective) with os._exit, which skips every finally: before,
-    metrics.json stayed at "running" forever."""
-    run = tmp_path / "run"
-    result = run_train_cli(
+def ddp_run_losing_a_rank(run, tmp_path, rank: int, code: int, others_sleep: float):
+    """A 2-rank gloo run in which global rank ``rank`` ends abruptly (os._exit(code)) at step 2."""
+    return run_train_cli(
         [
             f"hydra.run.dir={run}",
             f"paths.root_dir={tmp_path}",
@@ -133,13 +130,22 @@ def test_a_worker_that_dies_leaves_the_run_failed_with_the_reason(tmp_path):
             "logger=csv",
             "trainer.max_steps=50",
             "+callbacks.die._target_=tests.robustness.helpers.ExitOnRank",
-            "+callbacks.die.rank=1",
+            f"+callbacks.die.rank={rank}",
             "+callbacks.die.step=2",
-            "+callbacks.die.others_sleep=5",
+            f"+callbacks.die.code={code}",
+            f"+callbacks.die.others_sleep={others_sleep}",
         ],
         cwd=tmp_path,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_leaves_the_run_failed_with_the_reason(tmp_path):
+    """The watchdog ends rank 0 (blocked in a collective) with os._exit, which skips every finally: before,
+    metrics.json stayed at "running" forever."""
+    run = tmp_path / "run"
+    result = ddp_run_losing_a_rank(run, tmp_path, rank=1, code=3, others_sleep=5)
     assert result.returncode != 0
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "failed" and summary["error"] == "DDP rank 1 exited with code 3"
@@ -151,24 +157,7 @@ def test_when_rank_zero_dies_the_worker_records_it_and_stops(tmp_path):
     and rank 1 printed a 98-line gloo traceback after the collective's timeout."""
     run = tmp_path / "run"
     started = time.time()
-    result = run_train_cli(
-        [
-            f"hydra.run.dir={run}",
-            f"paths.root_dir={tmp_path}",
-            "trainer=ddp_cpu",
-            *FAST_TRAINER,
-            *TINY_UNET,
-            "logger=csv",
-            "trainer.max_steps=50",
-            "+callbacks.die._target_=tests.robustness.helpers.ExitOnRank",
-            "+callbacks.die.rank=0",
-            "+callbacks.die.step=2",
-            "+callbacks.die.code=9",
-            "+callbacks.die.others_sleep=3",
-        ],
-        cwd=tmp_path,
-        check=False,
-    )
+    result = ddp_run_losing_a_rank(run, tmp_path, rank=0, code=9, others_sleep=3)
     assert result.returncode == 9
     deadline = time.time() + 60  # the orphaned worker notices within a second or so
     while time.time() < deadline and json.loads((run / "metrics.json").read_text())["status"] == "running":

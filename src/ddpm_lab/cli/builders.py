@@ -6,6 +6,7 @@ stored config is the same network that was trained.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,7 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
     """The DiffusionModule for data of ``sample_shape``: the network gets the data's shape and doubles its
     output channels when the variance is learned."""
     diffusion = build_diffusion(cfg)
-    # A class-conditional run (conditioning=class) gives the network the data set's number of classes.
-    classes = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
-    network = instantiate(
-        cfg.model, sample_shape=list(sample_shape), learned_variance=diffusion.learned_variance, **classes
-    )
+    network = build_network(cfg, sample_shape, diffusion.learned_variance)
     return DiffusionModule(
         network=network,
         diffusion=diffusion,
@@ -56,6 +53,13 @@ def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str
         fused_optimizer=cfg.module.get("fused_optimizer", "auto"),
         p_uncond=cfg.module.get("p_uncond", 0.1),
     )
+
+
+def build_network(cfg: DictConfig, sample_shape: Sequence[int], learned_variance: bool) -> torch.nn.Module:
+    """The configured network for data of ``sample_shape``; a class-conditional run (conditioning=class) gives
+    it the data set's number of classes. Start-up validation calls this on the meta device."""
+    classes = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
+    return instantiate(cfg.model, sample_shape=list(sample_shape), learned_variance=learned_variance, **classes)
 
 
 def data_num_classes(cfg: DictConfig) -> int | None:

@@ -75,13 +75,13 @@ def validate_sampling(node, prefix: str, num_timesteps: int | None = None, group
         bound = f"an integer in [1, {top}]" if top else "an integer >= 1"
         raise ConfigError(f"{prefix}.steps={steps!r} is not valid: use null (all steps) or {bound}.")
     scale = node.get("guidance_scale")
-    if scale is not None and not (isinstance(scale, int | float) and not isinstance(scale, bool) and scale >= 0):
+    if scale is not None and not _is_non_negative_number(scale):
         raise ConfigError(
             f"{prefix}.guidance_scale={scale!r} is not valid: use a number >= 0 (1 = the conditional model, "
             "0 = unconditional, > 1 guided)."
         )
     eta = node.get("eta")
-    if eta is not None and not (isinstance(eta, int | float) and not isinstance(eta, bool) and eta >= 0):
+    if eta is not None and not _is_non_negative_number(eta):
         raise ConfigError(
             f"{prefix}.eta={eta!r} is not valid: use a number >= 0 (0 = deterministic; 1 = DDPM-like noise for "
             "ddim and euler_ancestral)."
@@ -236,19 +236,17 @@ def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) ->
     constructor (GroupNorm divisibility of concatenated skips, head counts, ...) is checked once, there."""
     import torch
 
-    from .builders import data_num_classes
+    from ..diffusion.gaussian_diffusion import LEARNED_VAR_TYPES
+    from .builders import build_network
 
     if is_points:
         shape = list(data_cls.sample_shape)
     else:
         size = int(cfg.data.get("image_size", getattr(data_cls, "image_size", 32)))
         shape = [int(cfg.data.get("channels", getattr(data_cls, "channels", 3))), size, size]
-    extra = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
     try:
         with torch.device("meta"):
-            instantiate(
-                cfg.model, sample_shape=shape, learned_variance=cfg.diffusion.var_type.startswith("learned"), **extra
-            )
+            build_network(cfg, shape, learned_variance=cfg.diffusion.var_type in LEARNED_VAR_TYPES)
     except (ValueError, TypeError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         settings = ", ".join(f"model.{k}={v}" for k, v in cfg.model.items() if not str(k).startswith("_"))
@@ -303,6 +301,10 @@ def validate_fid_options(fid: DictConfig | None) -> None:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_non_negative_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def validate_training_loop(cfg: DictConfig) -> None:

@@ -75,7 +75,6 @@ class ImageDataModule(L.LightningDataModule):
         self.download = download
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._splits: dict[str, Dataset] = {}
-        self._scanned = False  # image_folder: every file's header checked once
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -247,9 +246,8 @@ class ImageFolderDataModule(ImageDataModule):
                 f"image folder {self.path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                 "at least 2 are needed."
             )
-        if split not in self._splits and not self._scanned:
-            check_image_files(files, f"image folder {self.path}")  # all at start-up, not one mid-training
-            self._scanned = True
+        if not self._splits:  # the first split loaded: every file at start-up, not one mid-training
+            check_image_files(files, f"image folder {self.path}")
         dataset = FileImages(files, self.image_size, self.channels)
         order = np.random.default_rng(0).permutation(len(files))
         num_val = max(1, round(self.val_fraction * len(files)))
