@@ -14,6 +14,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+from torchvision.utils import make_grid
 
 from .diffusion import Trajectory
 
@@ -24,18 +25,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> np.ndarray:
-    """(N, C, H, W) in [-1, 1] -> uint8 (rows*(H+p)+p, cols*(W+p)+p, 3) grid with white padding."""
+    """(N, C, H, W) in [-1, 1] -> uint8 (rows*(H+p)+p, cols*(W+p)+p, 3) grid with white padding
+    (torchvision's make_grid; a single image is padded too, where make_grid returns it bare)."""
     pixels = to_uint8(images)
     if pixels.shape[1] == 1:
         pixels = pixels.expand(-1, 3, -1, -1)
-    n, _, h, w = pixels.shape
-    cols = nrow or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = torch.full((3, rows * (h + padding) + padding, cols * (w + padding) + padding), 255, dtype=torch.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top, left = padding + r * (h + padding), padding + c * (w + padding)
-        grid[:, top : top + h, left : left + w] = pixels[i]
+    if len(pixels) == 1:
+        grid = torch.nn.functional.pad(pixels[0], (padding,) * 4, value=255)
+    else:
+        grid = make_grid(pixels, nrow=nrow or math.ceil(math.sqrt(len(pixels))), padding=padding, pad_value=255)
     return grid.permute(1, 2, 0).numpy()
 
 

@@ -2,6 +2,7 @@ import gzip
 import json
 import pickle
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from ddpm_lab.data import (
     MNISTDataModule,
     Toy2DDataModule,
 )
-from tests.conftest import PicklePayload
+from tests.conftest import FAST_TRAINER, TINY_UNET, PicklePayload, compose_config
 from tests.data_files import write_tiny_celeba, write_tiny_cifar10, write_tiny_mnist
 
 
@@ -188,3 +189,37 @@ def test_image_folder_lists_every_broken_image_at_start_up(tmp_path):
         DatasetFilesError, match=r"2 of the 6 files of image folder .*cut\.png \(UnidentifiedImageError\); .*text\.jpg"
     ):
         dm.setup()
+
+
+class RecordProgress(L.Callback):
+    """What the resumable loader reads from Lightning, next to what it should be, at each batch's end (where
+    ModelCheckpoint saves)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loader = trainer.train_dataloader
+        self.seen.append((trainer.current_epoch, batch_idx, loader.state_dict()))
+
+
+@pytest.mark.slow
+def test_lightning_progress_contract_the_resumable_loader_reads(tmp_path):
+    """ResumableDataLoader reads ``trainer.fit_loop.epoch_loop.batch_progress.current.processed`` (Lightning
+    has no public "batches done this epoch"): this pins what it must say at checkpoint time, so a Lightning
+    release that changes it fails here, not in a silently wrong resume (pyproject bounds the version too)."""
+    from ddpm_lab.cli.builders import build_datamodule, build_module
+    from ddpm_lab.data.resumable import ResumableDataLoader
+
+    cfg = compose_config("train", tmp_path, ["logger=csv", *FAST_TRAINER, *TINY_UNET, "data.batch_size=256"])
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape)
+    record = RecordProgress()
+    trainer = L.Trainer(
+        max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[record],
+        limit_val_batches=0, enable_model_summary=False, use_distributed_sampler=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert isinstance(trainer.train_dataloader, ResumableDataLoader)
+    assert [s for _, _, s in record.seen] == [{"epoch": e, "batches": b + 1} for e, b, _ in record.seen]
+    assert {e for e, _, _ in record.seen} == {0, 1}, "the count starts again in the second epoch"

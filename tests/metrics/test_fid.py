@@ -177,3 +177,37 @@ def test_ddpm_fid_names_the_broken_images_of_a_folder(tmp_path, inception_weight
     assert code == 2
     err = capsys.readouterr().err
     assert "ddpm-fid: 1 of the" in err and "broken.png" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_fd_dinov2_equals_torch_fidelity(tmp_path, inception_weights, monkeypatch):
+    """FD-DINOv2 through ddpm-fid and through torch-fidelity's own pipeline, on the same folders and the same
+    (stand-in) DINOv2 from torch hub's dir."""
+    from torch_fidelity import calculate_metrics
+
+    from tests.dinov2_hub import write_dinov2_hub
+
+    monkeypatch.setenv("TORCH_HOME", str(write_dinov2_hub(tmp_path / "torch_home")))
+    a = write_folder(tmp_path / "a", 0)
+    b = write_folder(tmp_path / "b", 1, shift=40)
+    args = [str(a), str(b), "--inception-weights", str(inception_weights), "--device", "cpu", "--no-kid"]
+    assert (
+        fid_main([*args, "--fd-dinov2", "--dinov2-model", "dinov2-vit-s-14", "--json", str(tmp_path / "o.json")]) == 0
+    )
+    ours = json.loads((tmp_path / "o.json").read_text())
+    theirs = calculate_metrics(
+        input1=str(a), input2=str(b), cuda=False, fid=True, feature_extractor="dinov2-vit-s-14", verbose=False,
+        cache=False,
+    )  # fmt: skip
+    assert ours["fd_dinov2"] > 1e-3, "the stand-in's features must still separate the two sets"
+    assert ours["fd_dinov2"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
+    assert "dinov2-vit-s-14" in ours["protocol"]["fd_dinov2"]["feature_extractor"]
+
+
+def test_fd_dinov2_without_the_hub_copy_says_what_to_copy(tmp_path, inception_weights, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))
+    a = write_folder(tmp_path / "a", 0, n=4)
+    args = [str(a), str(a), "--inception-weights", str(inception_weights), "--device", "cpu", "--no-kid"]
+    assert fid_main([*args, "--fd-dinov2", "--dinov2-model", "dinov2-vit-b-14"]) == 2
+    err = capsys.readouterr().err
+    assert "facebookresearch_dinov2_main" in err and "dinov2_vitb14_pretrain.pth" in err and "TORCH_HOME" in err

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import open_dict
 from PIL import Image
 
 from ddpm_lab.cli.evaluate import evaluate
@@ -28,11 +29,17 @@ def write_pngs(images: np.ndarray, folder: Path) -> Path:
     return folder
 
 
-def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, inception_weights):
+def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, inception_weights, monkeypatch):
     from torch_fidelity import calculate_metrics
 
+    from tests.dinov2_hub import write_dinov2_hub
+
+    monkeypatch.setenv("TORCH_HOME", str(write_dinov2_hub(tmp_path / "torch_home")))
+    dinov2 = ["metrics.fid.fd_dinov2=true", "metrics.fid.dinov2_model=dinov2-vit-s-14"]
     cfg = compose_config(
-        "train", tmp_path, [*FAST_TRAINER, *TINY_UNET, "logger=csv", *fid_overrides(inception_weights, tmp_path)]
+        "train",
+        tmp_path,
+        [*FAST_TRAINER, *TINY_UNET, "logger=csv", *fid_overrides(inception_weights, tmp_path), *dinov2],
     )
     summary = train(cfg)
     assert {"val/fid", "val/kid_mean", "val/is", "val/nll_bpd"} <= set(summary["final"])
@@ -50,11 +57,31 @@ def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, incepti
         input2=str(real),
         cuda=False,
         fid=True,
+        kid=True,
+        kid_subset_size=7,  # ours caps the subset at the smaller set, as recorded in the protocol
+        isc=True,
+        isc_splits=7,
+        prc=True,
+        feature_extractor="inception-v3-compat",  # torch-fidelity's default for prc is VGG16
+        feature_layer_prc="2048",
         verbose=False,
         feature_extractor_weights_path=str(inception_weights),
         cache=False,
     )
-    assert summary["final"]["val/fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+    final = summary["final"]
+    assert final["val/fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
+    assert final["val/kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3, abs=1e-6)
+    assert final["val/is"] == pytest.approx(theirs["inception_score_mean"], rel=1e-3)
+    assert (final["val/precision"], final["val/recall"]) == (theirs["precision"], theirs["recall"])
+    assert final["val/fid_ci_low"] <= final["val/fid"] <= final["val/fid_ci_high"]
+    assert summary["val/fid_best_ci95"] == [final["val/fid_ci_low"], final["val/fid_ci_high"]]
+    assert protocol["num_evals"] == 1 and "100 replicates" in protocol["bootstrap"]
+    theirs_dinov2 = calculate_metrics(
+        input1=str(samples), input2=str(real), cuda=False, fid=True, feature_extractor="dinov2-vit-s-14",
+        verbose=False, cache=False,
+    )  # fmt: skip
+    assert final["val/fd_dinov2"] == pytest.approx(theirs_dinov2["frechet_inception_distance"], rel=1e-3)
+    assert "dinov2-vit-s-14" in protocol["fd_dinov2"]["feature_extractor"]
 
     # ddpm-eval on the same checkpoint: loss, FID/KID/IS with its protocol, NLL, and a leaderboard record.
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -83,6 +110,18 @@ def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, incepti
     eval_summary = json.loads((tmp_path / "eval" / "run" / "metrics.json").read_text())
     assert eval_summary["status"] == "completed" and eval_summary["choices"]["steps"] == 2
     assert eval_summary["final"]["val/fid"] == pytest.approx(metrics["val/fid"])
+    assert eval_summary["arm"].startswith(summary["arm"]) and eval_summary["seed"] == "42:0"
+
+    # num_evals=2: seeds 0 and 1; the first set is the one just measured, so the second follows from the mean.
+    with open_dict(eval_cfg):
+        eval_cfg.metrics.fid.num_evals = 2
+        eval_cfg.paths.output_dir = str(tmp_path / "eval2")
+    twice = evaluate(eval_cfg)["metrics"]
+    first = metrics["val/fid"]
+    second = 2 * twice["val/fid"] - first
+    assert twice["val/fid_min"] == pytest.approx(min(first, second), rel=1e-5)  # logged as float32
+    assert twice["val/fid_std"] == pytest.approx(abs(first - second) / 2**0.5, rel=1e-5)
+    assert abs(second - first) > 1e-6, "another sampling seed gives another sample set"
 
 
 def test_missing_weights_stop_at_start_up_and_skip_works(tmp_path, monkeypatch):

@@ -170,7 +170,7 @@ BAD_CONFIGS = [
     (["diffusion.var_type=huge"], r"diffusion.var_type='huge' is not valid; allowed values: fixed_small"),
     (["diffusion.loss_type=huber"], r"diffusion.loss_type='huber' is not valid; allowed values: mse, l1, kl, hybrid"),
     (["diffusion.mean_type=score"], r"diffusion.mean_type='score' is not valid; allowed values: eps, x0, v"),
-    (["diffusion.num_timesteps=1"], r"diffusion.num_timesteps=1 is not valid: it must be an integer >= 2"),
+    (["diffusion.num_timesteps=1"], r"num_timesteps=1 is not valid: it must be an integer >= 2"),
     (["variance=learned_range", "loss=mse"], r"var_type='learned_range' learns the reverse variance.*loss=hybrid"),
     (["variance=fixed_large", "loss=hybrid"], r"hybrid' with var_type='fixed_large' trains exactly like loss=mse"),
     (["data.image_size=18"], r"image size 18 is not divisible by 4.*data.image_size=18"),
@@ -180,7 +180,7 @@ BAD_CONFIGS = [
         r"metrics.fid.num_samples=1 is not valid",
     ),
     (["model=mlp"], r"model=mlp is for 2-D point data"),
-    (["module.channels_last=yes"], r"module.channels_last='yes' is not valid; allowed values: True, False, auto"),
+    (["module.channels_last=yes"], r"module.channels_last='yes' is not valid; allowed values: true, false, auto"),
     (["module.compile_mode=fastest"], r"module.compile_mode='fastest' is not valid; allowed values: default, reduce"),
     (
         ["module.fused_optimizer=true", "optimizer._target_=torch.optim.RMSprop", "~optimizer.betas"],
@@ -198,6 +198,20 @@ BAD_CONFIGS = [
     (["trainer.max_steps=abc"], r"trainer.max_steps='abc' is not valid: use a positive number of optimizer steps"),
     (["trainer.max_steps=0"], r"trainer.max_steps=0 is not valid"),
     (["module.lr_warmup_steps=-5"], r"module.lr_warmup_steps=-5 is not valid: use an integer >= 0"),
+    (["module.lr_schedule=step"], r"module.lr_schedule='step' is not valid; allowed values: constant, cosine, linear"),
+    (["module.lr_min_ratio=2"], r"module.lr_min_ratio=2 is not valid: use a fraction of the base rate in \[0, 1\]"),
+    (["module.nan_policy=ignore"], r"module.nan_policy='ignore' is not valid; allowed values: stop, skip"),
+    (["module.timestep_sampler=importance"], r"module.timestep_sampler='importance'.*uniform, loss_aware"),
+    (["callbacks.posthoc_ema.snapshot_every=0"], r"callbacks.posthoc_ema: .*snapshot_every=0 is not valid"),
+    (["callbacks.posthoc_ema.sigma_rels=[0.5]"], r"sigma_rel=0.5 is not valid"),
+    (
+        ["metrics=default", "metrics.fid.on_missing_weights=skip", "metrics.fid.num_evals=0"],
+        r"metrics.fid.num_evals=0 is not valid: use an integer >= 1",
+    ),
+    (
+        ["metrics=default", "metrics.fid.on_missing_weights=skip", "metrics.fid.bootstrap=5"],
+        r"metrics.fid.bootstrap=5: use 0 \(no interval\) or at least 10 replicates",
+    ),
     (
         ["model.base_channels=16"],
         r"the network cannot be built: num_channels \(48\) must be divisible by num_groups \(32\)",

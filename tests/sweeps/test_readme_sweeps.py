@@ -74,8 +74,8 @@ FID_SIZES = [
     "metrics.nll.progress=false",
 ]
 EVAL_SIZES = [
-    "metrics.fid.num_samples=3",
-    "metrics.fid.batch_size=3",
+    "metrics.fid.num_samples=4",  # precision/recall (k=3) needs more than 3
+    "metrics.fid.batch_size=4",
     "metrics.fid.reference_num_images=6",
     "metrics.fid.progress=false",
     "metrics.nll.num_images=1",
@@ -156,6 +156,19 @@ def expected_jobs(line: str, extra: list[str]) -> int:
     return len(sweep_jobs(cfg))
 
 
+def expected_seeds(line: str) -> int:
+    """Seeds per arm of a README sweep line: its +seeds preset's count, else 1."""
+    preset = re.search(r"\+seeds=(\w+)", line)
+    if not preset:
+        return 1
+    from omegaconf import OmegaConf
+
+    from ddpm_lab.cli import CONFIG_DIR
+
+    params = OmegaConf.load(CONFIG_DIR / "seeds" / f"{preset.group(1)}.yaml").hydra.sweeper.params
+    return len(str(params.seed).split(","))
+
+
 def leaderboard_rows(sweep: Path, metric: str, cwd: Path, env: dict[str, str], out: Path) -> list[dict]:
     run(f"ddpm-leaderboard {sweep} --metric {metric} --which final --out {out}", cwd, env)
     with open(out / "leaderboard.csv") as handle:
@@ -179,6 +192,8 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
         # T=1000 (the preset samples up to 1000 steps), on 8x8 digits with a one-level U-Net: 10 jobs of
         # 1000-step sampling and NLL stay cheap.
         sizes = [o for o in IMAGE_SIZES if not o.startswith("diffusion.")]
+        if "ema.posthoc_std" in line:  # README: "a run trained with callbacks.posthoc_ema.snapshot_every=N"
+            sizes.append("callbacks.posthoc_ema.snapshot_every=2")
         run("ddpm-train", repo, env, [*sizes, "metrics=none", "data.image_size=8", "model.channel_mults=[1]"])
         (trained,) = (repo / "logs" / "train" / "runs").iterdir()
         line = line.replace("<run>", str(trained.relative_to(repo)))
@@ -200,7 +215,18 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
 
     metric = "val/sample_distance" if "toy_" in line or toy_checkpoint else "val/fid" if needs_weights else "val/loss"
     rows = leaderboard_rows(sweep, metric, repo, env, tmp_path / "board")
-    assert len(rows) == len(jobs) and [int(r["rank"]) for r in rows] == list(range(1, len(jobs) + 1))
+    seeds = expected_seeds(line)
+    assert len(rows) == len(jobs) // seeds and {r["n"] for r in rows} == {str(seeds)}, "one row per arm"
+    assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+    if seeds > 1:  # intervals over seeds, and a verdict on every arm
+        assert all(float(r["ci95_low"]) <= float(r[f"final {metric}"]) <= float(r["ci95_high"]) for r in rows)
+        assert all(r["not_different_from"] for r in rows)
+        markdown = (tmp_path / "board" / "leaderboard.md").read_text()
+        assert "Pairwise comparisons (Welch's two-sided t-test" in markdown and "Holm" in markdown
+        with open(tmp_path / "board" / "runs.csv") as handle:
+            assert len(list(csv.DictReader(handle))) == len(jobs), "every seed's run behind its arm"
+    if "ema.posthoc_std" in line:
+        assert {r["ema_std"] for r in rows} == {"0.05", "0.1"}
     if "sampler_nfe" in line:  # one table across samplers and NFE, and the metric-vs-NFE picture
         assert {r["sampler"] for r in rows} == {"ddim", "dpmpp_2m", "ipndm", "euler_ancestral"}
         assert (tmp_path / "board" / "metric_vs_nfe.png").stat().st_size > 10_000
@@ -211,7 +237,8 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
         run(board_line.replace("logs/train/multiruns/<date>", str(sweep.relative_to(repo))), repo, env)
         top = re.search(r"--top (\d+)", board_line)
         with open(sweep / "leaderboard.csv") as handle:  # written into the first PATH by default
-            assert len(list(csv.DictReader(handle))) == min(len(jobs), int(top.group(1)) if top else len(jobs))
+            arms = len(jobs) // seeds
+            assert len(list(csv.DictReader(handle))) == min(arms, int(top.group(1)) if top else arms)
 
 
 def test_every_readme_sweep_line_is_covered():

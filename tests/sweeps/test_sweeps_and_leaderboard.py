@@ -62,21 +62,9 @@ def test_four_job_sweep_is_ranked_with_its_two_choices(tmp_path, capsys):
     assert {(r["schedule"], r["variance"]) for r in rows} == {
         (s, v) for s in ("linear", "cosine") for v in ("fixed_small", "fixed_large")
     }
-    assert [
-        k
-        for k in rows[0]
-        if k
-        not in (
-            "group",
-            "rank",
-            "final val/sample_distance",
-            "step",
-            "val/loss",
-            "global_step",
-            "wall_time_s",
-            "run_dir",
-        )
-    ] == ["schedule", "variance"]
+    columns = list(rows[0])
+    assert columns[2 : columns.index("final val/sample_distance")] == ["schedule", "variance"], "the choice columns"
+    assert {r["n"] for r in rows} == {"1"} and {r["not_different_from"] for r in rows} == {"untested (n<2)"}
     values = [float(r["final val/sample_distance"]) for r in rows]
     assert values == sorted(values), "ranked best (lowest) first"
     markdown = (tmp_path / "board" / "leaderboard.md").read_text()
@@ -107,7 +95,7 @@ def test_runs_under_different_fid_protocols_are_not_ranked_together(tmp_path):
             Run(tmp_path / "d", {"status": "completed", "choices": {}, "best": {}}),
         ]
     )
-    assert [[r.path.name for r in members] for _, members in board.groups] == [["c", "a"], ["b"]]
+    assert [[r.path.name for r in group.runs] for group in board.groups] == [["c", "a"], ["b"]]
     assert [r.path.name for r, _ in board.unranked] == ["d"]
 
 
@@ -228,7 +216,7 @@ def test_an_eval_sweep_ranks_its_samplers_together_but_not_other_protocols(tmp_p
             run("d", 1.0, "ddim", 50, 10),
         ]
     )
-    assert [[r.path.name for r in members] for _, members in board.groups] == [["b", "c", "a"], ["d"]]
+    assert [[r.path.name for r in group.runs] for group in board.groups] == [["b", "c", "a"], ["d"]]
 
 
 def test_leaderboard_lists_unreadable_records_instead_of_crashing(tmp_path, capsys):

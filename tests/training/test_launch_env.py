@@ -8,7 +8,8 @@ import time
 import pytest
 
 from ddpm_lab.cli.launch_env import detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from ddpm_lab.cli.validation import ConfigError, validate_launch
+from ddpm_lab.cli.launch_validation import validate_launch
+from ddpm_lab.cli.validation import ConfigError
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, run_train_cli
 
 ENGINE_VARS = (

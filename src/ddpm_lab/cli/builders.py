@@ -29,30 +29,34 @@ def build_diffusion(cfg: DictConfig) -> GaussianDiffusion:
     return instantiate(cfg.diffusion)
 
 
-def build_module(cfg: DictConfig, sample_shape: tuple[int, ...], run_config: str | None = None) -> DiffusionModule:
+def build_module(
+    cfg: DictConfig,
+    sample_shape: tuple[int, ...],
+    run_config: str | None = None,
+    diffusion: GaussianDiffusion | None = None,
+) -> DiffusionModule:
     """The DiffusionModule for data of ``sample_shape``: the network gets the data's shape and doubles its
-    output channels when the variance is learned."""
-    diffusion = build_diffusion(cfg)
+    output channels when the variance is learned. ``diffusion``: one already built (start-up validation
+    builds the module on the meta device, where the diffusion's float64 tables cannot be computed)."""
+    diffusion = build_diffusion(cfg) if diffusion is None else diffusion
     network = build_network(cfg, sample_shape, diffusion.learned_variance)
-    return DiffusionModule(
+    return module_factory(cfg)(
         network=network,
         diffusion=diffusion,
         optimizer=instantiate(cfg.optimizer),
         sample_shape=tuple(sample_shape),
-        lr_warmup_steps=cfg.module.lr_warmup_steps,
-        ema_decay=cfg.module.ema_decay,
-        ema_warmup=cfg.module.ema_warmup,
-        timestep_sampler=cfg.module.timestep_sampler,
         sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
         run_config=run_config,
-        nan_policy=cfg.module.get("nan_policy", "stop"),
-        max_consecutive_nonfinite=cfg.module.get("max_consecutive_nonfinite", 10),
-        channels_last=cfg.module.get("channels_last", "auto"),
-        compile_network=cfg.module.get("compile_network", False),
-        compile_mode=cfg.module.get("compile_mode", "default"),
-        fused_optimizer=cfg.module.get("fused_optimizer", "auto"),
-        p_uncond=cfg.module.get("p_uncond", 0.1),
     )
+
+
+def module_factory(cfg: DictConfig):
+    """``module:`` as a partial DiffusionModule (every setting from the config, nothing restated here). A
+    config stored by an older checkpoint has no ``_target_`` there: it gets the DiffusionModule's."""
+    node = OmegaConf.to_container(cfg.module, resolve=True)
+    node.setdefault("_target_", f"{DiffusionModule.__module__}.{DiffusionModule.__qualname__}")
+    node["_partial_"] = True
+    return instantiate(node)
 
 
 def build_network(cfg: DictConfig, sample_shape: Sequence[int], learned_variance: bool) -> torch.nn.Module:

@@ -15,6 +15,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
 
     stored = checkpoint_run_config(cfg.get("ckpt_path"))
     T = stored.diffusion.num_timesteps
+    validate_posthoc_ema(cfg)
     if cfg.get("sampling") is not None:
         validate_sampling(cfg.sampling, "sampling", T)
     fid = (cfg.get("metrics") or {}).get("fid")
@@ -22,6 +23,39 @@ def validate_eval_config(cfg: DictConfig) -> None:
         return  # 2-D data is measured by val/sample_distance: no FID, no Inception weights needed
     validate_sampling(fid, "metrics.fid", T)
     validate_fid_options(fid)
+
+
+def posthoc_snapshot_dir(cfg: DictConfig):
+    """Where ``ddpm-eval``'s post-hoc EMA reads snapshots: ema.snapshot_dir, else the checkpoint's run dir's."""
+    from pathlib import Path
+
+    given = (cfg.get("ema") or {}).get("snapshot_dir")
+    return Path(given) if given else Path(str(cfg.ckpt_path)).resolve().parent.parent / "posthoc_ema"
+
+
+def validate_posthoc_ema(cfg: DictConfig) -> None:
+    """ema.posthoc_std: a valid relative std, with the tracked EMA's weights asked for, and snapshots saved
+    at or before the checkpoint's step (read from its header, not its weights)."""
+    from ..lightning.checkpointing import peek_checkpoint
+    from ..models.posthoc_ema import sigma_rel_to_gamma, snapshot_index
+
+    std = (cfg.get("ema") or {}).get("posthoc_std")
+    if std is None:
+        return
+    try:
+        sigma_rel_to_gamma(std)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"ema.posthoc_std={std!r}: {err}") from err
+    if not cfg.get("use_ema", True):
+        raise ConfigError("ema.posthoc_std rebuilds EMA weights, but use_ema=false asks for the raw ones: drop one.")
+    step = int(peek_checkpoint(cfg.ckpt_path).get("global_step", 0))
+    directory = posthoc_snapshot_dir(cfg)
+    if not snapshot_index(directory, step):
+        raise ConfigError(
+            f"ema.posthoc_std={std}: no post-hoc EMA snapshots at or before the checkpoint's step {step} in "
+            f"{directory}. Train with callbacks.posthoc_ema.snapshot_every=N (e.g. 2% of the steps), or point "
+            "ema.snapshot_dir at the run's posthoc_ema folder."
+        )
 
 
 def checkpoint_run_config(ckpt) -> DictConfig:

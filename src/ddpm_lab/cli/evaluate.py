@@ -5,6 +5,7 @@ NLL bits/dim on the test split for images, the sample distance for 2-D data; wri
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import hydra
@@ -12,12 +13,51 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion import model_evaluations
-from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, write_summary
+from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, read_summary, write_summary
+from ..lightning.checkpointing import peek_checkpoint
 from ..lightning.evaluation import PeriodicEvaluation
+from ..models.posthoc_ema import reconstruct
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
-from .checkpoint_validation import validate_eval_config
+from .checkpoint_validation import posthoc_snapshot_dir, validate_eval_config
 from .common import resolve_device
+from .run_identity import arm_fingerprint, task_overrides
+
+log = logging.getLogger(__name__)
+# The evaluation settings that do not make another arm (the sampler, steps and weights do: choices/protocol).
+EVAL_NOT_ARM = ("seed", "ckpt_path", "paths", "hydra", "task_name", "device", "limit_batches", "data")
+
+
+def training_arm(ckpt_path: str, run_cfg: DictConfig) -> str:
+    """The arm of the run that wrote the checkpoint: from its record (<run>/checkpoints/x.ckpt ->
+    <run>/metrics.json), else from the config the checkpoint carries, with its per-run directory left out."""
+    record = read_summary(Path(ckpt_path).resolve().parent.parent) or {}
+    if record.get("arm"):
+        return str(record["arm"])
+    stored = OmegaConf.create(OmegaConf.to_container(run_cfg))
+    stored.trainer.pop("default_root_dir", None)
+    return arm_fingerprint(stored)
+
+
+def load_posthoc_ema(cfg: DictConfig, module) -> dict | None:
+    """With ema.posthoc_std: rebuild that EMA at the checkpoint's step from the run's snapshots and load it
+    as the module's EMA weights. Returns what was rebuilt (for the record), or None."""
+    std = (cfg.get("ema") or {}).get("posthoc_std")
+    if std is None:
+        return None
+    step = int(peek_checkpoint(cfg.ckpt_path).get("global_step", 0))
+    rebuilt = reconstruct(posthoc_snapshot_dir(cfg), step, sigma_rel=float(std))
+    module.ema.module.load_state_dict(rebuilt.state_dict)
+    log.info(
+        f"post-hoc EMA sigma_rel={std} at step {step} from {rebuilt.snapshots} snapshots "
+        f"(profile error {rebuilt.profile_error:.2g})"
+    )
+    return {
+        "sigma_rel": float(std),
+        "step": step,
+        "snapshots": rebuilt.snapshots,
+        "profile_error": rebuilt.profile_error,
+    }
 
 
 class _EvaluateAtEnd(L.Callback):
@@ -35,6 +75,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path)
     if not cfg.use_ema:
         module.ema.module.load_state_dict(module.network.state_dict())
+    posthoc = load_posthoc_ema(cfg, module)
     module.sampling.update({k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None})
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data or {})
     datamodule = build_datamodule(run_cfg)
@@ -59,11 +100,15 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer.validate(module, datamodule=datamodule, verbose=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     fid = next((c for c in callbacks if isinstance(c, FIDCallback)), None)
+    protocol = fid.last_protocol if fid else None
+    if protocol and posthoc:  # rebuilt weights are their own yardstick: never ranked with the tracked EMA's
+        protocol = {**protocol, "weights": "posthoc_ema", "posthoc_ema": posthoc}
     record = {
         "ckpt_path": str(cfg.ckpt_path),
         "use_ema": cfg.use_ema,
+        "posthoc_ema": posthoc,
         "metrics": metrics,
-        "fid_protocol": fid.last_protocol if fid else None,
+        "fid_protocol": protocol,
     }
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
@@ -78,8 +123,14 @@ def evaluate(cfg: DictConfig) -> dict:
             "spacing": sampling["spacing"],
             "eta": sampling["eta"],
             "nfe": model_evaluations(sampling["sampler"], steps),
+            **({"ema_std": posthoc["sigma_rel"]} if posthoc else {}),
         },
         protocol_subject=["sampler", "sampler_steps", "eta", "spacing", "nfe"],  # what ddpm-eval sweeps compare
+        # One arm: the checkpoint's training config (not its seed) under this evaluation's settings (not its
+        # seed), so that checkpoints of several training seeds, or several sampling seeds, are one arm.
+        arm=f"{training_arm(cfg.ckpt_path, run_cfg)}-{arm_fingerprint(cfg, leave_out=EVAL_NOT_ARM)}",
+        seed=f"{run_cfg.get('seed')}:{cfg.seed}",  # training seed : sampling seed
+        overrides=task_overrides(("seed", "ckpt_path")),
         ckpt_path=str(cfg.ckpt_path),
         fid_protocol=record["fid_protocol"],
     )

@@ -1,4 +1,5 @@
-"""``ddpm-fid``: FID (+ KID, IS) between two image folders, or a folder and a data set's cached reference.
+"""``ddpm-fid``: FID (+ its bootstrap interval, KID, IS, precision/recall) between two image folders, or a
+folder and a data set's cached reference.
 
     ddpm-fid samples/ real_images/
     ddpm-fid samples/ --ref cifar10:train --data-dir data --inception-weights weights-inception-2015-12-05-6726825d.pth
@@ -26,12 +27,14 @@ from ..metrics import (
     GaussianStats,
     InceptionFeatures,
     InceptionWeightsError,
-    frechet_distance,
-    inception_score,
-    kernel_inception_distance,
+    MetricOptions,
+    combine_evaluations,
+    image_metrics,
     load_or_compute_reference,
     resolve_inception_weights,
 )
+from ..metrics.dinov2 import DINOV2_MODELS, DinoV2Features, DinoV2WeightsError
+from ..metrics.fid import BOOTSTRAP_METHOD, PRC_NEIGHBORHOOD, frechet_distance
 from .common import resolve_device
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -69,9 +72,10 @@ class FolderImages(Dataset):
 
 
 def features_of(
-    images: Dataset, extractor: InceptionFeatures, batch_size: int, desc: str = "Inception features"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pool and logit features of every image, with a progress bar (stderr): 50k images take minutes."""
+    images: Dataset, extractor, batch_size: int, desc: str = "Inception features"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features (and logits, for Inception) of every image, with a progress bar (stderr): 50k images take
+    minutes. ``extractor``: InceptionFeatures or DinoV2Features."""
     pools, logits = [], []
     with tqdm(total=len(images), desc=desc, unit="img") as bar:
         for start in range(0, len(images), batch_size):
@@ -80,7 +84,7 @@ def features_of(
             pools.append(pool)
             logits.append(logit)
             bar.update(len(batch))
-    return torch.cat(pools), torch.cat(logits)
+    return torch.cat(pools), (torch.cat(logits) if logits[0] is not None else None)
 
 
 def reference_from_dataset(spec: str, data_dir: Path, extractor: InceptionFeatures, cache_dir: Path):
@@ -112,6 +116,18 @@ def reference_from_dataset(spec: str, data_dir: Path, extractor: InceptionFeatur
     )
 
 
+def fd_dinov2(args: argparse.Namespace, first: Dataset) -> tuple[float, dict]:
+    """FD-DINOv2 of the first input against the second (folder or --ref), and the extractor's protocol."""
+    extractor = DinoV2Features(args.dinov2_model, resolve_device(args.device), batch_size=args.batch_size)
+    features1, _ = features_of(first, extractor, args.batch_size, desc="DINOv2 features")
+    if args.ref:
+        stats2 = reference_from_dataset(args.ref, Path(args.data_dir), extractor, Path(args.cache_dir)).stats
+    else:
+        features2, _ = features_of(FolderImages(Path(args.path2)), extractor, args.batch_size, desc="DINOv2 features")
+        stats2 = GaussianStats.from_features(features2)
+    return frechet_distance(GaussianStats.from_features(features1), stats2), extractor.protocol()
+
+
 def compute(args: argparse.Namespace) -> dict:
     weights = resolve_inception_weights(args.inception_weights)
     extractor = InceptionFeatures(weights, resolve_device(args.device), batch_size=args.batch_size)
@@ -135,18 +151,26 @@ def compute(args: argparse.Namespace) -> dict:
             args.path2,
             len(pool2),
         )
-    result = {"fid": frechet_distance(GaussianStats.from_features(pool1), stats2)}
-    if not args.no_kid:
-        result["kid_mean"], result["kid_std"], kid_size = kernel_inception_distance(
-            pool1, features2, subset_size=args.kid_subset_size
-        )
-    result["is"], result["is_std"] = inception_score(logits1)
+    options = MetricOptions(
+        kid=not args.no_kid,
+        kid_subset_size=args.kid_subset_size,
+        precision_recall=not args.no_precision_recall,
+        bootstrap=args.bootstrap,
+    )
+    result = combine_evaluations([image_metrics(pool1, logits1, stats2, features2, options)])
+    kid_size = result.pop("kid_subset_size", None)
+    dinov2 = fd_dinov2(args, first) if args.fd_dinov2 else None
+    if dinov2 is not None:
+        result["fd_dinov2"] = dinov2[0]
     result["protocol"] = {
         "input1": args.path1,
         "input1_num_images": len(first),
         "input2": second_name,
         "input2_num_images": count2,
         **({"kid_subset_size": kid_size} if not args.no_kid else {}),
+        **({"bootstrap": f"{args.bootstrap} replicates, {BOOTSTRAP_METHOD}"} if args.bootstrap else {}),
+        **({"precision_recall": f"k={PRC_NEIGHBORHOOD}"} if options.precision_recall else {}),
+        **({"fd_dinov2": dinov2[1]} if dinov2 is not None else {}),
         **extractor.protocol(),
     }
     return result
@@ -163,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--no-kid", action="store_true")
+    p.add_argument("--no-precision-recall", action="store_true", help="skip precision/recall (k=3)")
+    p.add_argument(
+        "--bootstrap", type=int, default=100, help="replicates for the FID's 95%% interval (default 100; 0 = none)"
+    )
+    p.add_argument("--fd-dinov2", action="store_true", help="also FD-DINOv2 (needs torch hub's DINOv2; see README)")
+    p.add_argument("--dinov2-model", default="dinov2-vit-l-14", choices=DINOV2_MODELS)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", help="also write the result to this file")
     return p
@@ -172,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result = compute(args)
-    except (InceptionWeightsError, FileNotFoundError, ValueError) as err:
+    except (InceptionWeightsError, DinoV2WeightsError, FileNotFoundError, ValueError) as err:
         print(f"ddpm-fid: {err}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)

@@ -1,11 +1,13 @@
-"""``ddpm-leaderboard PATH...``: rank the runs found under run/multirun dirs by a metric.
+"""``ddpm-leaderboard PATH...``: rank the arms (runs that differ only in seed) found under run/multirun dirs.
 
     ddpm-leaderboard logs/train/multiruns/2026-11-23_10-00-00
     ddpm-leaderboard logs/ --metric val/sample_distance --which final --top 10
 
-Prints a table per protocol group (rich), lists runs that crashed or lack the metric apart, and writes
-leaderboard.md, leaderboard.csv and leaderboard.png (metric against step per run), and metric_vs_nfe.png for
-sampler x NFE sweeps, into --out (default: the first PATH). Works offline from the runs' metrics.json / metrics.jsonl.
+Prints a table per protocol group (rich): per arm the mean over seeds, std, n, 95% t-interval and the arms it
+is not significantly different from (Welch, Holm-adjusted); lists runs that crashed or lack the metric apart;
+writes leaderboard.md/.csv (arms), runs.csv (runs), arms.png (error bars), leaderboard.png (metric against
+step per run) and metric_vs_nfe.png for sampler x NFE sweeps into --out (default: the first PATH); --wandb
+also logs the table to a W&B run (offline by default). Works offline from the runs' metrics.json / .jsonl.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from ..leaderboard import build_leaderboard, find_runs, table_rows, write_outputs
+from ..leaderboard import arm_rows, build_leaderboard, find_runs, log_to_wandb, write_outputs
+from ..stats import TEST_METHOD
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     order = p.add_mutually_exclusive_group()
     order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lower first")
     order.add_argument("--descending", dest="ascending", action="store_false", help="higher first")
-    p.add_argument("--top", type=int, help="show only the N best runs of each group")
+    p.add_argument("--top", type=int, help="show only the N best arms of each group")
     p.add_argument("--out", help="where to write leaderboard.md/.csv/.png (default: the first PATH)")
+    p.add_argument("--wandb", action="store_true", help="also log the arm table and pictures to a W&B run")
     args = p.parse_args(argv)
     try:
         runs = find_runs(args.paths)
@@ -37,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     board = build_leaderboard(runs, args.metric, args.which, args.ascending, args.top)
     console = Console(width=200)
-    header, rows = table_rows(board)
-    for g, (protocol, _) in enumerate(board.groups, start=1):
-        described = ", ".join(f"{k}={v}" for k, v in protocol.items() if v is not None)
+    header, rows = arm_rows(board)
+    for g, group in enumerate(board.groups, start=1):
+        described = ", ".join(f"{k}={v}" for k, v in group.protocol.items() if v is not None)
         table = Table(title=f"{args.which} {args.metric}, group {g}" + (f" [{described}]" if described else ""))
         for name in header[1:]:
             table.add_column(name)
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             if row[0] == str(g):
                 table.add_row(*row[1:])
         console.print(table)
+    if any(c.test is not None for group in board.groups for c in group.comparisons):
+        console.print(f"not_different_from: {TEST_METHOD}.")
     if len(board.groups) > 1:
         console.print("[yellow]Groups were measured under different protocols and are not ranked together.[/]")
     if not board.groups:
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
     outputs = write_outputs(board, args.out or args.paths[0])
     console.print(f"wrote {', '.join(str(path) for path in outputs.values())}")
+    if args.wandb:
+        console.print(f"W&B run: {log_to_wandb(board, outputs)}")
     return 0
 
 

@@ -28,55 +28,13 @@ from .builders import build_callbacks, build_datamodule, build_loggers, build_mo
 from .checkpoint_validation import validate_resume
 from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from .validation import ConfigError, validate_config, validate_launch
+from .launch_validation import validate_launch
+from .run_identity import run_identity, wandb_fields
+from .validation import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
 # Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.
 PROCESS_START = time.time()
-CHOICE_GROUPS = (
-    "data",
-    "model",
-    "schedule",
-    "variance",
-    "loss",
-    "loss_weighting",
-    "parameterization",
-    "conditioning",
-    "sampler",
-    "optimizer",
-    "trainer",
-    "experiment",
-)
-
-
-def config_choices(cfg: DictConfig) -> dict[str, Any]:
-    """The config-group choices of this run (from Hydra when it runs the job), for records and leaderboards."""
-    d = cfg.diffusion
-    # Ablation axes that are values, not groups: the leaderboard shows them as columns where they vary.
-    values = {"zero_terminal_snr": d.get("zero_terminal_snr", False), "offset_noise": d.get("offset_noise", 0.0)}
-    if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        return {**{group: choices.get(group) for group in CHOICE_GROUPS if group in choices}, **values}
-    return {
-        "schedule": d.get("schedule"),
-        "variance": d.get("var_type"),
-        "loss": d.get("loss_type"),
-        "loss_weighting": d.get("loss_weighting", "none"),
-        "parameterization": d.get("mean_type"),
-        "sampler": cfg.sampling.get("sampler"),
-        **values,
-    }
-
-
-def wandb_fields(cfg: DictConfig) -> dict[str, Any]:
-    """W&B run name/group/tags: in a multirun every job is its own run, grouped by sweep and tagged with its
-    choices, so the W&B runs table is the online leaderboard."""
-    choices = config_choices(cfg)
-    tags = [*(cfg.get("tags") or []), *(f"{k}={v}" for k, v in choices.items() if v is not None)]
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        sweep = Path(HydraConfig.get().sweep.dir).name
-        return {"group": f"sweep-{sweep}", "name": f"{sweep}-{HydraConfig.get().job.num}", "tags": tags}
-    return {"tags": tags}
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
@@ -144,7 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_summary(
             run_dir,
             status="running",
-            choices=config_choices(cfg),
+            **run_identity(cfg),
             tags=list(cfg.get("tags") or []),
             output_dir=str(run_dir),
             error=None,

@@ -14,12 +14,10 @@ from ..diffusion import (
     MEAN_TYPES,
     SAMPLERS,
     SPACINGS,
-    TIMESTEP_SAMPLERS,
     VAR_TYPES,
 )
-from ..lightning.fast_paths import COMPILE_MODES, SWITCH_VALUES, optimizer_takes_fused
-from ..metrics import resolve_inception_weights
-from .launch_env import LaunchEnv
+from ..lightning.fast_paths import optimizer_takes_fused
+from ..metrics import InceptionWeightsError
 
 
 class ConfigError(ValueError):
@@ -39,12 +37,7 @@ def validate_config(cfg: DictConfig) -> None:
     _choice("diffusion.loss_type", d.loss_type, LOSS_TYPES, "loss")
     _choice("diffusion.mean_type", d.mean_type, MEAN_TYPES, "parameterization")
     _choice("diffusion.loss_weighting", d.get("loss_weighting", "none"), LOSS_WEIGHTINGS, "loss_weighting")
-    _choice("module.timestep_sampler", cfg.module.timestep_sampler, TIMESTEP_SAMPLERS)
-    T = d.num_timesteps
-    if not _is_int(T) or T < 2:
-        raise ConfigError(f"diffusion.num_timesteps={T!r} is not valid: it must be an integer >= 2 (DDPM uses 1000).")
-    validate_sampling(cfg.sampling, "sampling", T, groups=True)
-    try:  # the diffusion's own constructor holds the rules on combinations (variance x loss, ZTSNR x eps, ...)
+    try:  # the diffusion's own constructor holds its rules (T >= 2, variance x loss, ZTSNR x eps, ...)
         instantiate(cfg.diffusion)
     except (ValueError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
@@ -52,6 +45,8 @@ def validate_config(cfg: DictConfig) -> None:
             f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
             f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
         ) from err
+    T = d.num_timesteps
+    validate_sampling(cfg.sampling, "sampling", T, groups=True)
     validate_fast_paths(cfg)
     validate_loggers(cfg)
     validate_model_for_data(cfg)
@@ -60,6 +55,7 @@ def validate_config(cfg: DictConfig) -> None:
     if fid is not None:
         validate_sampling(fid, "metrics.fid", T)
     validate_fid_options(fid)
+    validate_callbacks(cfg)
     validate_objective(cfg)
 
 
@@ -124,40 +120,9 @@ def validate_objective(cfg: DictConfig) -> None:
         )
 
 
-def validate_launch(cfg: DictConfig, launch: LaunchEnv) -> None:
-    """Processes started by torchrun or SLURM must match the trainer's DDP layout, one process per device."""
-    from .ddp_launch import DDP_STRATEGIES, processes_per_node
-
-    if not launch.external:
-        return
-    strategy = cfg.trainer.get("strategy")
-    devices, nodes = processes_per_node(cfg), int(cfg.trainer.get("num_nodes") or 1)
-    how = {
-        "slurm": f"#SBATCH --nodes={nodes} --ntasks-per-node={devices} (one task per device)",
-        "torchrun": f"torchrun --nnodes={nodes} --nproc-per-node={devices}",
-    }[launch.engine]
-    if strategy not in DDP_STRATEGIES:
-        raise ConfigError(
-            f"{launch.engine} started {launch.world_size} processes, but trainer.strategy={strategy}: each would "
-            "train alone. Use trainer=ddp (GPUs) or trainer=ddp_cpu (gloo) with trainer.devices set to the "
-            "processes per node, or start a single process."
-        )
-    if (launch.local_world_size, launch.num_nodes) != (devices, nodes):
-        raise ConfigError(
-            f"{launch.engine} started {launch.local_world_size} process(es) per node on {launch.num_nodes} node(s), "
-            f"but the trainer asks for trainer.devices={devices} per node and trainer.num_nodes={nodes}. Start "
-            f"them as {how}, or set trainer.devices={launch.local_world_size} "
-            f"trainer.num_nodes={launch.num_nodes}."
-        )
-
-
 def validate_fast_paths(cfg: DictConfig) -> None:
-    """module.channels_last / fused_optimizer (true, false, auto) and compile_network (true, false)."""
+    """The fast paths against the optimizer and precision (each switch's own values: the module's constructor)."""
     module = cfg.module
-    _choice("module.channels_last", module.get("channels_last", "auto"), SWITCH_VALUES)
-    _choice("module.fused_optimizer", module.get("fused_optimizer", "auto"), SWITCH_VALUES)
-    _choice("module.compile_network", module.get("compile_network", False), (True, False))
-    _choice("module.compile_mode", module.get("compile_mode", "default"), COMPILE_MODES)
     if module.get("fused_optimizer") is True:
         from hydra.utils import get_class
 
@@ -232,25 +197,32 @@ def validate_loggers(cfg: DictConfig) -> None:
 
 
 def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) -> None:
-    """Build the network on PyTorch's meta device (shapes only, no memory, milliseconds): every rule of its
-    constructor (GroupNorm divisibility of concatenated skips, head counts, ...) is checked once, there."""
+    """Build the network and the module on PyTorch's meta device (shapes only, no memory, milliseconds):
+    every rule of their constructors (GroupNorm divisibility of concatenated skips, head counts, the module's
+    switches, schedules and policies, ...) is checked once, there."""
     import torch
 
-    from ..diffusion.gaussian_diffusion import LEARNED_VAR_TYPES
-    from .builders import build_network
+    from .builders import build_diffusion, build_module, build_network
 
     if is_points:
         shape = list(data_cls.sample_shape)
     else:
         size = int(cfg.data.get("image_size", getattr(data_cls, "image_size", 32)))
         shape = [int(cfg.data.get("channels", getattr(data_cls, "channels", 3))), size, size]
+    diffusion = build_diffusion(cfg)
     try:
         with torch.device("meta"):
-            build_network(cfg, shape, learned_variance=cfg.diffusion.var_type in LEARNED_VAR_TYPES)
+            build_network(cfg, shape, learned_variance=diffusion.learned_variance)
     except (ValueError, TypeError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         settings = ", ".join(f"model.{k}={v}" for k, v in cfg.model.items() if not str(k).startswith("_"))
         raise ConfigError(f"the network cannot be built: {cause} ({settings}).") from err
+    try:
+        with torch.device("meta"):
+            build_module(cfg, shape, diffusion=diffusion)
+    except (ValueError, TypeError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        raise ConfigError(str(cause)) from err
 
 
 def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> None:
@@ -269,9 +241,6 @@ def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> N
                 f"conditioning=class needs a network that takes class labels, but model={model_cls.__name__} "
                 "does not; use a U-Net (e.g. model=unet_tiny), or conditioning=none."
             )
-        p_uncond = cfg.module.get("p_uncond", 0.1)
-        if not (isinstance(p_uncond, int | float) and not isinstance(p_uncond, bool) and 0 <= p_uncond < 1):
-            raise ConfigError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
     scale = cfg.sampling.get("guidance_scale", 1.0)
     if scale is not None and scale != 1.0 and not conditional:
         raise ConfigError(
@@ -280,23 +249,48 @@ def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> N
         )
 
 
+def validate_callbacks(cfg: DictConfig) -> None:
+    """The callbacks group, each built now (cheap: no data, no network), so its constructor's rules stop a
+    bad value (e.g. callbacks.posthoc_ema.snapshot_every=0) before the data is loaded. A value that cannot be
+    resolved yet (a sweep's preflight runs before Hydra names the run dir) is passed as a placeholder: paths
+    are only stored by the constructors."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        unresolved = {}
+        for key, raw in OmegaConf.to_container(node, resolve=False).items():
+            if isinstance(raw, str) and "${" in raw:
+                try:
+                    node[key]
+                except (OmegaConfBaseException, ValueError):
+                    unresolved[key] = f"<{key}, not known yet>"  # plain text: merged in, it is not resolved
+        try:
+            instantiate(node, **unresolved)
+        except (ValueError, TypeError, InstantiationException) as err:
+            cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+            raise ConfigError(f"callbacks.{name}: {cause}") from err
+
+
 def validate_fid_options(fid: DictConfig | None) -> None:
-    """metrics.fid (ddpm-train and ddpm-eval): sample counts, and the Inception weights found now."""
-    if fid is None:
+    """metrics.fid (ddpm-train and ddpm-eval): the callback is built now, so its constructor's rules (sample
+    counts, num_evals, bootstrap, ...) and the search for the Inception weights stop a bad run before any
+    training. Its output dir is not needed for that (and may name a run dir Hydra has not made yet)."""
+    if fid is None or "_target_" not in fid:
         return
-    if fid.get("num_samples", 2) < 2:
-        raise ConfigError(
-            f"metrics.fid.num_samples={fid.num_samples} is not valid: FID needs at least 2 samples "
-            "(papers use 50000; 10000 is the default during training)."
-        )
-    if fid.get("reference_num_images") is not None and fid.reference_num_images < 2:
-        raise ConfigError(
-            f"metrics.fid.reference_num_images={fid.reference_num_images} is not valid: use null "
-            "(the whole reference split) or at least 2."
-        )
-    if fid.get("on_missing_weights", "error") == "error":
-        # Missing Inception weights must stop the run now, not when the first FID is due hours later.
-        resolve_inception_weights(fid.get("inception_weights"))
+    try:
+        instantiate(fid, output_dir=None, progress=False)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, InceptionWeightsError):
+            raise cause from None
+        raise ConfigError(str(cause)) from err
+    except ValueError as err:
+        if isinstance(err, InceptionWeightsError):
+            raise
+        raise ConfigError(str(err)) from err
 
 
 def _is_int(value) -> bool:
@@ -317,9 +311,6 @@ def validate_training_loop(cfg: DictConfig) -> None:
             f"trainer.max_steps={max_steps!r} is not valid: use a positive number of optimizer steps (e.g. "
             "trainer.max_steps=1000), or -1 to stop by trainer.max_epochs instead."
         )
-    warmup = cfg.module.get("lr_warmup_steps", 0)
-    if not _is_int(warmup) or warmup < 0:
-        raise ConfigError(f"module.lr_warmup_steps={warmup!r} is not valid: use an integer >= 0 (0 = no warm-up).")
     try:
         instantiate(cfg.optimizer)(params=[torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError, InstantiationException) as err:

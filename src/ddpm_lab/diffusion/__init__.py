@@ -1,6 +1,8 @@
 """The diffusion core: schedules, forward process, posterior, parameterisations, variances, losses, samplers
 and the NLL bound. Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
 
+from typing import Any
+
 from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
 from .guidance import balanced_labels, drop_labels, guided_model
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
@@ -20,29 +22,18 @@ from .timestep_sampling import (
 
 
 def build_gaussian_diffusion(
-    schedule: str = "linear",
-    num_timesteps: int = 1000,
-    mean_type: str = "eps",
-    var_type: str = "fixed_large",
-    loss_type: str = "mse",
-    vlb_weight: float = 0.001,
-    loss_weighting: str = "none",
-    min_snr_gamma: float = 5.0,
-    p2_gamma: float = 1.0,
-    p2_k: float = 1.0,
-    zero_terminal_snr: bool = False,
-    offset_noise: float = 0.0,
+    schedule: str = "linear", num_timesteps: int = 1000, zero_terminal_snr: bool = False, **options: Any
 ) -> GaussianDiffusion:
-    """A GaussianDiffusion from names (what the Hydra config holds). ``zero_terminal_snr`` rescales the
-    schedule so that alpha-bar_T = 0 (Lin et al. 2024, Algorithm 1)."""
+    """A GaussianDiffusion from names (what the Hydra config holds): the named schedule's T betas,
+    rescaled to alpha-bar_T = 0 with ``zero_terminal_snr`` (Lin et al. 2024, Algorithm 1). ``options`` are
+    GaussianDiffusion's own (mean_type, var_type, loss_type, vlb_weight, loss_weighting, min_snr_gamma,
+    p2_gamma, p2_k, offset_noise), with its defaults."""
     if not isinstance(zero_terminal_snr, bool):
         raise ValueError(f"zero_terminal_snr must be true or false, got {zero_terminal_snr!r}.")
     betas = make_beta_schedule(schedule, num_timesteps)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
-    return GaussianDiffusion(
-        betas, mean_type, var_type, loss_type, vlb_weight, loss_weighting, min_snr_gamma, p2_gamma, p2_k, offset_noise
-    )
+    return GaussianDiffusion(betas, **options)
 
 
 __all__ = [

@@ -333,56 +333,17 @@ class GaussianDiffusion:
             )
         return self._respaced[steps, spacing]
 
-    def sample(
-        self,
-        model: Model,
-        shape: tuple[int, ...],
-        sampler: str = "ddpm",
-        steps: int | None = None,
-        eta: float = 0.0,
-        generator: torch.Generator | None = None,
-        clip_denoised: bool = False,
-        progress: bool = False,
-        return_trajectory: bool = False,
-        device: torch.device | str | None = None,
-        spacing: str = "uniform",
-    ) -> Any:
-        """Generate samples of ``shape`` from x_T ~ N(0, I); see ``ddpm_lab.diffusion.sampling``.
+    def sample(self, model: Model, shape: tuple[int, ...], **options: Any) -> Any:
+        """Generate samples of ``shape`` from x_T ~ N(0, I): ``sampling.sample_loop``, whose keywords
+        (sampler, steps, eta, spacing, generator, clip_denoised, progress, return_trajectory, device) and
+        defaults hold here.
 
         ``clip_denoised=True`` clamps each predicted x0 to [-1, 1]: right for images scaled to [-1, 1] (what
         DDPM does, and what ``DiffusionModule`` passes for image data), wrong for any other data (standardised
         2-D points would be squeezed into the unit square), so it is off unless asked for."""
-        return sample_loop(
-            self,
-            model,
-            shape,
-            sampler=sampler,
-            steps=steps,
-            eta=eta,
-            generator=generator,
-            clip_denoised=clip_denoised,
-            progress=progress,
-            return_trajectory=return_trajectory,
-            device=device,
-            spacing=spacing,
-        )
+        return sample_loop(self, model, shape, **options)
 
-    def nll_bits_per_dim(
-        self,
-        model: Model,
-        x0: torch.Tensor,
-        generator: torch.Generator | None = None,
-        clip_denoised: bool = True,
-        return_terms: bool = False,
-        progress: bool = False,
-    ) -> Any:
-        """Per-example NLL bound in bits/dim for 8-bit data x0 in [-1, 1]; see ``ddpm_lab.diffusion.nll``."""
-        return nll_bits_per_dim(
-            self,
-            model,
-            x0,
-            generator=generator,
-            clip_denoised=clip_denoised,
-            return_terms=return_terms,
-            progress=progress,
-        )
+    def nll_bits_per_dim(self, model: Model, x0: torch.Tensor, **options: Any) -> Any:
+        """Per-example NLL bound in bits/dim for 8-bit data x0 in [-1, 1]: ``nll.nll_bits_per_dim``, whose
+        keywords (generator, clip_denoised, return_terms, progress) and defaults hold here."""
+        return nll_bits_per_dim(self, model, x0, **options)

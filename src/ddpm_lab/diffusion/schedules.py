@@ -101,9 +101,10 @@ def make_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
             f"Unknown beta schedule {name!r}. Choose one of: {', '.join(sorted(BETA_SCHEDULES))} "
             "(e.g. schedule=cosine on the ddpm-train command line)."
         )
-    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 1:
+    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 2:
+        # T = 1 leaves no reverse step but the decoder: a chain needs at least 2 steps.
         raise ValueError(
-            f"num_timesteps must be a positive integer, got {num_timesteps!r}. "
-            "DDPM uses 1000 (set diffusion.num_timesteps=1000)."
+            f"num_timesteps={num_timesteps!r} is not valid: it must be an integer >= 2 (DDPM uses 1000; set "
+            "diffusion.num_timesteps=1000)."
         )
     return BETA_SCHEDULES[name](num_timesteps).clamp(max=MAX_BETA)

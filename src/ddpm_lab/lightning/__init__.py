@@ -1,15 +1,18 @@
 """Lightning side: the DiffusionModule, callbacks and the local metrics record."""
 
 from .callbacks import SampleDistanceCallback, SampleImagesCallback
-from .evaluation import FIDCallback, NLLCallback
+from .evaluation import NLLCallback
+from .fid_callback import FIDCallback
 from .metrics_record import MetricsRecordLogger, read_history, read_summary, write_summary
 from .module import DiffusionModule
+from .posthoc_ema import PostHocEMACallback
 
 __all__ = [
     "DiffusionModule",
     "FIDCallback",
     "MetricsRecordLogger",
     "NLLCallback",
+    "PostHocEMACallback",
     "SampleDistanceCallback",
     "SampleImagesCallback",
     "read_history",

@@ -17,6 +17,8 @@ from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
 from .conditioning import split_batch, with_labels
 from .fast_paths import COMPILE_MODES, SWITCH_VALUES, FastPathsMixin
+from .lr_schedule import build_lr_scheduler, check_lr_schedule
+from .nan_policy import NonFiniteLossPolicy
 from .precision import at_run_precision
 
 SAMPLING_DEFAULTS = {
@@ -27,21 +29,17 @@ SAMPLING_DEFAULTS = {
     "clip_denoised": True,
     "guidance_scale": 1.0,
 }
-NAN_POLICIES = ("stop", "skip")
 
 
-def _describe(terms: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={float(torch.as_tensor(value).float().mean()):.4g}" for name, value in terms.items())
-
-
-class DiffusionModule(FastPathsMixin, L.LightningModule):
+class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
     """Args:
     network: ``network(x_t, t)`` with ``in_channels``/``out_channels`` attributes (UNet, MLPDenoiser); a
         class-conditional one (``num_classes`` set) is ``network(x_t, t, y)`` and trains on (x, y) batches.
     diffusion: the process, parameterisation, variance and loss.
     optimizer: a partial optimiser, called with the network's parameters (Hydra ``_partial_: true``).
     sample_shape: shape of one data point, e.g. (3, 32, 32) or (2,).
-    lr_warmup_steps: linear learning-rate warm-up (DDPM: 5000).
+    lr_warmup_steps: linear learning-rate warm-up (DDPM: 5000); lr_schedule: after it, ``constant`` (DDPM),
+        ``cosine`` or ``linear`` decay to ``lr_min_ratio`` x the rate at the last step.
     ema_decay, ema_warmup: weight EMA (DDPM: 0.9999).
     timestep_sampler: "uniform" or "loss_aware" (IDDPM importance sampling; needs a loss with a vlb term).
     sampling: default sampler settings for pictures and metrics (sampler, steps, eta, spacing, clip_denoised).
@@ -55,7 +53,9 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
         diffusion: GaussianDiffusion,
         optimizer: Callable[..., torch.optim.Optimizer],
         sample_shape: tuple[int, ...],
-        lr_warmup_steps: int = 0,
+        lr_warmup_steps: int = 5000,
+        lr_schedule: str = "constant",
+        lr_min_ratio: float = 0.0,
         ema_decay: float = 0.9999,
         ema_warmup: bool = True,
         timestep_sampler: str = "uniform",
@@ -63,14 +63,14 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
         run_config: str | None = None,
         nan_policy: str = "stop",
         max_consecutive_nonfinite: int = 10,
-        channels_last: bool | str = "auto",
+        channels_last: bool | str = True,
         compile_network: bool = False,
         compile_mode: str = "default",
         fused_optimizer: bool | str = "auto",
         p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
-        if not 0.0 <= p_uncond < 1.0:
+        if isinstance(p_uncond, bool) or not isinstance(p_uncond, int | float) or not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
         self.num_classes: int | None = getattr(network, "num_classes", None)
         self.p_uncond = float(p_uncond)
@@ -85,19 +85,15 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
         self.diffusion = diffusion
         self.optimizer_factory = optimizer
         self.sample_shape = tuple(sample_shape)
-        self.lr_warmup_steps = lr_warmup_steps
-        self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
+        check_lr_schedule(lr_schedule, lr_warmup_steps, lr_min_ratio)
+        self.lr_warmup_steps, self.lr_schedule, self.lr_min_ratio = lr_warmup_steps, lr_schedule, lr_min_ratio
+        try:
+            self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
+        except ValueError as err:  # the sampler's own rule, with the config key that set it
+            raise ValueError(f"module.timestep_sampler={timestep_sampler!r}: {err}") from None
         self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
         self.run_config = run_config
-        if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"module.nan_policy={nan_policy!r}; allowed values: {', '.join(NAN_POLICIES)}.")
-        self.nan_policy = nan_policy
-        self.max_consecutive_nonfinite = max_consecutive_nonfinite
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_skipped = 0
-        # stop policy: the first non-finite step and its loss terms, kept on the device (no per-step sync)
-        self.register_buffer("first_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
-        self._nonfinite_terms: dict[str, torch.Tensor] = {}
+        self.init_nan_policy(nan_policy, max_consecutive_nonfinite)
         self._pending_rng: dict[str, Any] | None = None
         # Validation means of each loss term (exact under DDP: torchmetrics reduces sums and counts).
         self.val_means = nn.ModuleDict(
@@ -105,12 +101,14 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
         )
         self._reseed_after_restore = False
         if compile_mode not in COMPILE_MODES:
-            raise ValueError(f"module.compile_mode={compile_mode!r}; allowed values: {', '.join(COMPILE_MODES)}.")
+            raise ValueError(
+                f"module.compile_mode={compile_mode!r} is not valid; allowed values: {', '.join(COMPILE_MODES)}."
+            )
         for name, value in (("channels_last", channels_last), ("fused_optimizer", fused_optimizer)):
             if value not in SWITCH_VALUES or (isinstance(value, int) and not isinstance(value, bool)):
-                raise ValueError(f"module.{name}={value!r}; allowed values: true, false, auto.")
+                raise ValueError(f"module.{name}={value!r} is not valid; allowed values: true, false, auto.")
         if not isinstance(compile_network, bool):
-            raise ValueError(f"module.compile_network={compile_network!r}; allowed values: true, false.")
+            raise ValueError(f"module.compile_network={compile_network!r} is not valid; allowed values: true, false.")
         self.channels_last, self.compile_network, self.fused_optimizer = channels_last, compile_network, fused_optimizer
         self.compile_mode = compile_mode
         self._compiled_samplers: dict[int, Callable] = {}
@@ -160,44 +158,6 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
                 self.log(f"train/{name}", value.mean())
         return loss
 
-    def _step_is_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> bool:
-        """skip policy: one scalar host sync per step (all ranks agree, so DDP ranks skip together)."""
-        finite = bool(self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True))
-        if finite:
-            self.nonfinite_in_a_row = 0
-            return True
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_skipped += 1
-        self.log("train/nonfinite_skipped", float(self.nonfinite_skipped))
-        if self.nonfinite_in_a_row > self.max_consecutive_nonfinite:
-            raise FloatingPointError(
-                f"{self.nonfinite_in_a_row} non-finite losses in a row up to step {self.global_step} "
-                f"({_describe(terms)}); module.nan_policy=skip gives up after module.max_consecutive_nonfinite="
-                f"{self.max_consecutive_nonfinite}. Lower the learning rate, check the data, or use precision=32."
-            )
-        return False
-
-    def _record_nonfinite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        first = (~torch.isfinite(loss)) & (self.first_nonfinite_step < 0)
-        self.first_nonfinite_step.copy_(
-            # torch.full is a device-side fill; torch.tensor(step, device=...) would copy from the host each step
-            torch.where(first, torch.full((), self.global_step, device=self.device), self.first_nonfinite_step)
-        )
-        for name, value in terms.items():
-            kept = self._nonfinite_terms.get(name, torch.zeros((), device=self.device))
-            self._nonfinite_terms[name] = torch.where(first, value.detach().mean(), kept)
-
-    def check_finite(self) -> None:
-        """stop policy: raise if any step so far had a non-finite loss (one host read, at log/save time)."""
-        step = int(self.first_nonfinite_step)
-        if step >= 0:
-            terms = {name: float(value) for name, value in self._nonfinite_terms.items()}
-            raise FloatingPointError(
-                f"non-finite loss at training step {step} ({_describe(terms)}); module.nan_policy=stop. The last "
-                "checkpoint before it is intact. Lower the learning rate, check the data for NaNs, use "
-                "precision=32, or set module.nan_policy=skip to skip such steps."
-            )
-
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # Inside the step (not in on_train_batch_end, which runs after checkpoint callbacks), so a checkpoint
@@ -210,10 +170,6 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
             if self._reseed_after_restore:
                 seed_rank_stream(self.trainer.global_rank)
             self._pending_rng = None
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.nan_policy == "stop" and self.global_step % max(self.trainer.log_every_n_steps, 1) == 0:
-            self.check_finite()
 
     def validation_step(self, batch: tuple[Any, torch.Tensor], batch_idx: int) -> None:
         """batch: x (B, ...) (or (x, labels) for a conditional model) and each item's index in the split (B,),
@@ -236,10 +192,8 @@ class DiffusionModule(FastPathsMixin, L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.network.parameters(), **self.fused_optimizer_kwargs())
-        warmup = max(self.lr_warmup_steps, 0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        scheduler = build_lr_scheduler(optimizer, self.lr_warmup_steps, total, self.lr_schedule, self.lr_min_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @torch.no_grad()
