@@ -64,12 +64,14 @@ if [ ! -s /etc/munge/munge.key ]; then
     dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null
     chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
 fi
-pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+# The daemons must not inherit the lock's fd 9: they outlive this script, and a daemon holding the lock makes
+# every later slurm_up.sh (the next test session) wait on flock for ever.
+pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged 9>&-
 pkill -x slurmctld 2>/dev/null || true
 pkill -x slurmd 2>/dev/null || true
 sleep 1
-/usr/sbin/slurmctld
-/usr/sbin/slurmd
+/usr/sbin/slurmctld 9>&-
+/usr/sbin/slurmd 9>&-
 for _ in $(seq 1 60); do
     if partition_up && node_ready; then
         scontrol update nodename="${host}" state=resume >/dev/null 2>&1 || true
