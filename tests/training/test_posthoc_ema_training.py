@@ -6,6 +6,7 @@ import torch
 from omegaconf import open_dict
 
 from ddpm_lab.cli.builders import module_from_checkpoint
+from ddpm_lab.cli.checkpoint_validation import validate_eval_config
 from ddpm_lab.cli.evaluate import evaluate, load_posthoc_ema
 from ddpm_lab.cli.train import train
 from ddpm_lab.cli.validation import ConfigError
@@ -56,3 +57,24 @@ def test_posthoc_std_without_snapshots_is_refused_at_start_up(tmp_path):
         cfg.ema.posthoc_std = 0.9
     with pytest.raises(ConfigError, match="sigma_rel"):
         evaluate(cfg)
+
+
+def test_a_checkpoint_between_snapshots_is_rebuilt_from_the_emas_it_tracked(tmp_path):
+    """snapshot_every=4 and a checkpoint at step 3: no snapshot is at or before it, but the checkpoint holds the
+    EMAs tracked at step 3, so a stored length is rebuilt exactly from them; a length the two stored ones cannot
+    make (0.27, wider than both) is refused at start-up, naming the limit, before anything loads."""
+    overrides = ["callbacks.posthoc_ema.snapshot_every=4", "logger=csv", *FAST_TRAINER, *TINY_UNET]
+    train(compose_config("train", tmp_path, [*overrides, "callbacks.model_checkpoint.every_n_train_steps=3"]))
+    ckpt = tmp_path / "run" / "checkpoints" / "step_0000003.ckpt"
+    cfg = compose_config("eval", tmp_path / "eval", [f"ckpt_path={ckpt}", "metrics=none", "ema.posthoc_std=0.10"])
+    module, _ = module_from_checkpoint(ckpt)
+    rebuilt = load_posthoc_ema(cfg, module)
+    assert rebuilt["step"] == 3 and rebuilt["snapshots"] == 1 and rebuilt["profile_error"] < 1e-9
+    tracked = torch.load(ckpt, weights_only=True)["callbacks"]["PostHocEMACallback"]
+    assert tracked["updated_at"] == 3
+    for key, value in module.ema.module.state_dict().items():
+        assert torch.allclose(value, tracked["states"][1][key], atol=1e-6), key
+    with open_dict(cfg):
+        cfg.ema.posthoc_std = 0.27
+    with pytest.raises(ConfigError, match=r"cannot be rebuilt .*over the limit 0.1"):
+        validate_eval_config(cfg)

@@ -34,10 +34,12 @@ def posthoc_snapshot_dir(cfg: DictConfig):
 
 
 def validate_posthoc_ema(cfg: DictConfig) -> None:
-    """ema.posthoc_std: a valid relative std, with the tracked EMA's weights asked for, and snapshots saved
-    at or before the checkpoint's step (read from its header, not its weights)."""
+    """ema.posthoc_std: a valid relative std, with the tracked EMA's weights asked for, and a rebuild at the
+    checkpoint's step, from the snapshots saved up to it and the EMAs the checkpoint tracked, whose weight
+    profile matches the one asked for (``plan_reconstruction``; weights memory-mapped, not read)."""
     from ..lightning.checkpointing import peek_checkpoint
-    from ..models.posthoc_ema import sigma_rel_to_gamma, snapshot_index
+    from ..lightning.posthoc_ema import tracked_emas
+    from ..models.posthoc_ema import plan_reconstruction, sigma_rel_to_gamma
 
     std = (cfg.get("ema") or {}).get("posthoc_std")
     if std is None:
@@ -48,14 +50,19 @@ def validate_posthoc_ema(cfg: DictConfig) -> None:
         raise ConfigError(f"ema.posthoc_std={std!r}: {err}") from err
     if not cfg.get("use_ema", True):
         raise ConfigError("ema.posthoc_std rebuilds EMA weights, but use_ema=false asks for the raw ones: drop one.")
-    step = int(peek_checkpoint(cfg.ckpt_path).get("global_step", 0))
+    checkpoint = peek_checkpoint(cfg.ckpt_path)
+    step = int(checkpoint.get("global_step", 0))
     directory = posthoc_snapshot_dir(cfg)
-    if not snapshot_index(directory, step):
+    try:
+        plan_reconstruction(directory, step, sigma_rel=float(std), tracked=tracked_emas(checkpoint))
+    except FileNotFoundError as err:
         raise ConfigError(
             f"ema.posthoc_std={std}: no post-hoc EMA snapshots at or before the checkpoint's step {step} in "
             f"{directory}. Train with callbacks.posthoc_ema.snapshot_every=N (e.g. 2% of the steps), or point "
             "ema.snapshot_dir at the run's posthoc_ema folder."
-        )
+        ) from err
+    except ValueError as err:
+        raise ConfigError(f"ema.posthoc_std={std}: {err}") from err
 
 
 def checkpoint_run_config(ckpt) -> DictConfig:

@@ -16,7 +16,8 @@ from ..diffusion import model_evaluations
 from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, read_summary, write_summary
 from ..lightning.checkpointing import peek_checkpoint
 from ..lightning.evaluation import PeriodicEvaluation
-from ..models.posthoc_ema import reconstruct
+from ..lightning.posthoc_ema import tracked_emas
+from ..models.posthoc_ema import MAX_PROFILE_ERROR, reconstruct
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .checkpoint_validation import posthoc_snapshot_dir, validate_eval_config
@@ -45,8 +46,9 @@ def load_posthoc_ema(cfg: DictConfig, module) -> dict | None:
     std = (cfg.get("ema") or {}).get("posthoc_std")
     if std is None:
         return None
-    step = int(peek_checkpoint(cfg.ckpt_path).get("global_step", 0))
-    rebuilt = reconstruct(posthoc_snapshot_dir(cfg), step, sigma_rel=float(std))
+    checkpoint = peek_checkpoint(cfg.ckpt_path)
+    step = int(checkpoint.get("global_step", 0))
+    rebuilt = reconstruct(posthoc_snapshot_dir(cfg), step, sigma_rel=float(std), tracked=tracked_emas(checkpoint))
     module.ema.module.load_state_dict(rebuilt.state_dict)
     log.info(
         f"post-hoc EMA sigma_rel={std} at step {step} from {rebuilt.snapshots} snapshots "
@@ -57,6 +59,7 @@ def load_posthoc_ema(cfg: DictConfig, module) -> dict | None:
         "step": step,
         "snapshots": rebuilt.snapshots,
         "profile_error": rebuilt.profile_error,
+        "max_profile_error": MAX_PROFILE_ERROR,
     }
 
 

@@ -101,3 +101,12 @@ class PostHocEMACallback(L.Callback):
                     "the run's config)."
                 )
             self._pending, self.emas = state_dict, None
+
+
+def tracked_emas(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """The post-hoc EMAs a Lightning checkpoint tracked at its own step, in the snapshot format
+    ({step, gammas, states}) that ``models.posthoc_ema.reconstruct`` takes as ``tracked``; None if it kept none."""
+    state = (checkpoint.get("callbacks") or {}).get(PostHocEMACallback.__qualname__) or {}
+    if not state.get("states"):
+        return None
+    return {"step": int(state["updated_at"]), "gammas": state["gammas"], "states": state["states"]}

@@ -81,17 +81,31 @@ def profile_masses(cumulative: np.ndarray) -> np.ndarray:
     return np.diff(cumulative)
 
 
+# A rebuilt EMA is refused when its weight profile is further than this (L1 distance, of at most 2) from the one
+# asked for: its weights would be some other average. Measured with EDM2's two stored profiles (0.05, 0.10),
+# snapshots every 5% of 4000 steps: a stored profile is exact, sigma_rel 0.03-0.2 are within 0.025, 0.25 is
+# 0.05, 0.02 is 0.09; 50 snapshots over 100k steps match 0.01-0.25 within 0.09. Half a snapshot interval past
+# the newest snapshot (no snapshot at the step asked for) is 0.3-1.2 off.
+MAX_PROFILE_ERROR = 0.1
+
+
 def reconstruction_coefficients(
     snapshots: Sequence[tuple[int, float]], target_cumulative: np.ndarray, edges: np.ndarray
 ) -> np.ndarray:
     """Least-squares weights x of the snapshots ((step, gamma) each) whose combined profile is closest to the
-    target's (both as cell masses; the inner product divides by the cell width, exact for unit cells)."""
+    target's (both as cell masses; the inner product divides by the cell width, exact for unit cells), scaled to
+    sum to 1 as EDM2's Algorithm 3 does (``phema.solve_posthoc_coefficients``): every profile is an average, so
+    the combination must be one too, or a constant network would come back scaled."""
     width = np.diff(edges).astype(np.float64)
     masses = np.stack([profile_masses(power_cumulative(edges, t, g)) for t, g in snapshots])
     target = profile_masses(target_cumulative)
     gram = (masses / width) @ masses.T
     rhs = (masses / width) @ target
-    return np.linalg.lstsq(gram, rhs, rcond=1e-12)[0]
+    coefficients = np.linalg.lstsq(gram, rhs, rcond=1e-12)[0]
+    total = coefficients.sum()
+    if not abs(total) > 1e-6:  # the snapshots carry none of the target's weight
+        raise ValueError("the snapshots share no steps with the EMA asked for: it cannot be rebuilt from them.")
+    return coefficients / total
 
 
 def profile_error(
@@ -129,10 +143,73 @@ class Reconstruction:
     profile_error: float
 
 
+@dataclass
+class ReconstructionPlan:
+    """Which snapshots (steps and exponents, read without their weights) combine with which coefficients into
+    the EMA asked for, and how far the combined weight profile is from the target's."""
+
+    sources: list[Path | dict]  # a snapshot file, or a payload in memory (a checkpoint's tracked EMAs)
+    profiles: list[tuple[int, float]]
+    coefficients: np.ndarray
+    profile_error: float
+
+
 def snapshot_index(directory: str | Path, up_to_step: int) -> list[tuple[Path, int]]:
     directory = Path(directory)
     found = [(p, int(m.group(1))) for p in directory.glob("snapshot_*.pt") if (m := SNAPSHOT_PATTERN.search(p.name))]
     return sorted((p, s) for p, s in found if s <= up_to_step)
+
+
+def _load_snapshot(source: Path | dict, mmap: bool = False) -> dict:
+    return source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def plan_reconstruction(
+    directory: str | Path,
+    at_step: int,
+    sigma_rel: float | None = None,
+    decay: float | None = None,
+    warmup: bool = True,
+    tracked: dict | None = None,
+    max_profile_error: float | None = MAX_PROFILE_ERROR,
+) -> ReconstructionPlan:
+    """The least-squares plan for the EMA at ``at_step`` of relative std ``sigma_rel`` (power function), or of
+    ``decay`` (the classic exponential EMA of ``models.ema.EMA``), from the snapshots saved at or before
+    ``at_step`` under ``directory``, plus ``tracked`` (a snapshot-shaped payload {step, gammas, states}: the
+    EMAs a checkpoint tracked at its own step, so a checkpoint between two snapshots is rebuilt at its step).
+    Raises ValueError when the profile is further than ``max_profile_error`` from the target (None: no limit).
+    Snapshot weights are memory-mapped, not read."""
+    if (sigma_rel is None) == (decay is None):
+        raise ValueError("reconstruct needs exactly one target: sigma_rel (power EMA) or decay (classic EMA).")
+    index = snapshot_index(directory, at_step)
+    sources: list[Path | dict] = [path for path, step in index if tracked is None or step != tracked["step"]]
+    if tracked is not None and tracked.get("states") and tracked["step"] <= at_step:
+        sources.append(tracked)
+    if not sources:
+        raise FileNotFoundError(
+            f"no post-hoc EMA snapshots at or before step {at_step} in {directory}: train with "
+            "callbacks.posthoc_ema.snapshot_every=N to save them."
+        )
+    headers = [_load_snapshot(source, mmap=True) for source in sources]
+    profiles = [(int(h["step"]), float(g)) for h in headers for g in h["gammas"]]
+    edges = grid(at_step)
+    if sigma_rel is not None:
+        target = power_cumulative(edges, at_step, sigma_rel_to_gamma(sigma_rel))
+    else:
+        target = exponential_cumulative(edges, at_step, decay, warmup)
+    coefficients = reconstruction_coefficients(profiles, target, edges)
+    error = profile_error(profiles, coefficients, target, edges)
+    if max_profile_error is not None and error > max_profile_error:
+        newest = max(step for step, _ in profiles)
+        asked = f"sigma_rel={sigma_rel}" if sigma_rel is not None else f"decay={decay}"
+        raise ValueError(
+            f"the post-hoc EMA {asked} at step {at_step} cannot be rebuilt from the snapshots saved up to step "
+            f"{newest} (power exponents {sorted({round(g, 2) for _, g in profiles})}): the best combination's "
+            f"weight profile is {error:.3f} (L1) from the one asked for, over the limit {max_profile_error}. "
+            "Rebuild at a snapshot step (or from a checkpoint that tracked the EMAs), ask for a relative std "
+            "between the stored ones, or save snapshots more often (callbacks.posthoc_ema.snapshot_every)."
+        )
+    return ReconstructionPlan(sources, profiles, coefficients, error)
 
 
 def reconstruct(
@@ -141,37 +218,24 @@ def reconstruct(
     sigma_rel: float | None = None,
     decay: float | None = None,
     warmup: bool = True,
+    tracked: dict | None = None,
+    max_profile_error: float | None = MAX_PROFILE_ERROR,
 ) -> Reconstruction:
-    """The EMA at ``at_step`` of relative std ``sigma_rel`` (power function), or of ``decay`` (the classic
-    exponential EMA of ``models.ema.EMA``), as the least-squares combination of the snapshots saved at or
-    before ``at_step`` under ``directory``."""
-    if (sigma_rel is None) == (decay is None):
-        raise ValueError("reconstruct needs exactly one target: sigma_rel (power EMA) or decay (classic EMA).")
-    index = snapshot_index(directory, at_step)
-    if not index:
-        raise FileNotFoundError(
-            f"no post-hoc EMA snapshots at or before step {at_step} in {directory}: train with "
-            "callbacks.posthoc_ema.snapshot_every=N to save them."
-        )
-    payloads = [torch.load(path, map_location="cpu", weights_only=True) for path, _ in index]
-    profiles = [(p["step"], g) for p in payloads for g in p["gammas"]]
-    edges = grid(at_step)
-    if sigma_rel is not None:
-        target = power_cumulative(edges, at_step, sigma_rel_to_gamma(sigma_rel))
-    else:
-        target = exponential_cumulative(edges, at_step, decay, warmup)
-    coefficients = reconstruction_coefficients(profiles, target, edges)
-    weights = iter(coefficients)
+    """The EMA weights of ``plan_reconstruction``'s plan (same arguments): its coefficients applied to the
+    snapshots' weights, in float64, cast back to the snapshots' dtypes."""
+    plan = plan_reconstruction(directory, at_step, sigma_rel, decay, warmup, tracked, max_profile_error)
+    weights = iter(plan.coefficients)
     combined: dict[str, torch.Tensor] = {}
-    for payload in payloads:
-        for state in payload["states"]:
+    reference: dict[str, torch.Tensor] = {}
+    for source in plan.sources:
+        for state in _load_snapshot(source)["states"]:
             c = float(next(weights))
+            reference = state
             for key, value in state.items():
                 if not value.dtype.is_floating_point:  # step counters and the like: the newest snapshot's
                     combined[key] = value.clone()
                     continue
                 term = value.double() * c
                 combined[key] = combined[key] + term if key in combined else term
-    reference = payloads[-1]["states"][0]
     state = {k: v.to(reference[k].dtype) for k, v in combined.items()}
-    return Reconstruction(state, at_step, len(index), profile_error(profiles, coefficients, target, edges))
+    return Reconstruction(state, at_step, len(plan.sources), plan.profile_error)
