@@ -23,7 +23,7 @@ from ddpm_lab.lightning.checkpointing import (
     load_checkpoint,
     remove_stale_temp_files,
 )
-from ddpm_lab.lightning.metrics_record import read_history
+from ddpm_lab.run_record import read_history
 from ddpm_lab.visualize import view_limits
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 

@@ -6,7 +6,7 @@ import pytest
 
 from ddpm_lab.cli.train import train
 from ddpm_lab.lightning.lr_schedule import lr_factor
-from ddpm_lab.lightning.metrics_record import read_history
+from ddpm_lab.run_record import read_history
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
 

@@ -25,10 +25,18 @@ from ..stats import TEST_METHOD
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ddpm-leaderboard", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="run dirs or dirs containing them (searched recursively)")
-    p.add_argument("--metric", default="val/fid", help="metric to rank by (default val/fid)")
+    p.add_argument(
+        "--metric", default="val/fid", help="metric to rank by (default val/fid); its direction is the registry's"
+    )
     p.add_argument("--which", choices=["best", "final"], default="best", help="best value over training or final")
     order = p.add_mutually_exclusive_group()
-    order.add_argument("--ascending", dest="ascending", action="store_true", default=None, help="lower first")
+    order.add_argument(
+        "--ascending",
+        dest="ascending",
+        action="store_true",
+        default=None,
+        help="lower first (default: as the metric registry says)",
+    )
     order.add_argument("--descending", dest="ascending", action="store_false", help="higher first")
     p.add_argument("--top", type=int, help="show only the N best arms of each group")
     p.add_argument("--out", help="where to write leaderboard.md/.csv/.png (default: the first PATH)")
@@ -39,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"ddpm-leaderboard: {err}", file=sys.stderr)
         return 2
-    board = build_leaderboard(runs, args.metric, args.which, args.ascending, args.top)
+    try:
+        board = build_leaderboard(runs, args.metric, args.which, args.ascending, args.top)
+    except ValueError as err:
+        print(f"ddpm-leaderboard: {err}", file=sys.stderr)
+        return 2
     console = Console(width=200)
     header, rows = arm_rows(board)
     for g, group in enumerate(board.groups, start=1):

@@ -1,5 +1,8 @@
 """OmegaConf resolvers used by ``conf/`` (registered when ``ddpm_lab.cli`` is imported).
 
+``${ddpm_lab.optuna_direction:${objective}}`` is the sweep direction of the objective metric, from the metric
+registry (maximize for val/is, val/precision, val/recall; minimize for distances and losses).
+
 ``${ddpm_lab.root:}`` replaces ``${hydra:runtime.cwd}`` in ``paths.root_dir``: Hydra's sweepers resolve
 ``hydra.sweep.dir`` before HydraConfig exists, so anything built on a ``hydra:`` interpolation fails before the
 first job of a multirun. The value is cached, and Hydra copies the resolver cache into every job's config, so
@@ -11,6 +14,8 @@ from __future__ import annotations
 import os
 
 from omegaconf import OmegaConf
+
+from ..metric_registry import optuna_direction
 
 
 def project_root() -> str:
@@ -45,6 +50,7 @@ def register_resolvers() -> None:
         ("ddpm_lab.root", project_root),
         ("ddpm_lab.device_count", device_count),
         ("ddpm_lab.gpus_per_node", gpus_per_node),
+        ("ddpm_lab.optuna_direction", optuna_direction),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=name == "ddpm_lab.root")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..lightning import read_summary, write_summary
 from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
-from ..lightning.metrics_record import truncate_history
+from ..run_record import truncate_history
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
 from .checkpoint_validation import validate_resume

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .plots import metric_against_nfe, plot_against_nfe, plot_against_step, plot_arms
 from .ranking import Arm, Comparison, Group, Leaderboard, build_leaderboard
-from .records import FID_METRICS, PROTOCOL_FIELDS, Run, find_runs
-from .tables import SHOWN_METRICS, arm_label, arm_rows, markdown, run_rows, write_csv
+from .records import PROTOCOL_FIELDS, Run, find_runs
+from .tables import arm_label, arm_rows, markdown, run_rows, write_csv
 
 
 def write_outputs(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
@@ -67,9 +67,7 @@ def log_to_wandb(board: Leaderboard, outputs: dict[str, Path], project: str = "d
 
 
 __all__ = [
-    "FID_METRICS",
     "PROTOCOL_FIELDS",
-    "SHOWN_METRICS",
     "Arm",
     "Comparison",
     "Group",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..lightning.metrics_record import read_history
+from ..run_record import read_history
 from ..visualize import figure
 from .ranking import Leaderboard
 from .tables import arm_label, eval_interval

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..lightning.metrics_record import lower_is_better
+from ..metric_registry import require_direction
 from ..stats import ALPHA, Summary, WelchResult, holm_adjust, summarize, welch_test
 from .records import Run
 
@@ -110,7 +110,7 @@ def build_leaderboard(
     """Group ranked runs by protocol, then by arm; rank the arms of each group by their mean over seeds."""
     if which not in ("best", "final"):
         raise ValueError(f"which={which!r}: use best or final")
-    ascending = lower_is_better(metric) if ascending is None else ascending
+    ascending = require_direction(metric) == "lower" if ascending is None else ascending
     ranked, unranked = [], []
     for run in runs:
         if run.status != "completed":

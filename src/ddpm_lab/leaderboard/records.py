@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..lightning.metrics_record import SUMMARY_FILE, read_history
+from ..metric_registry import sample_quality_metrics
+from ..run_record import SUMMARY_FILE, read_history
 
 PROTOCOL_FIELDS = (
     "num_samples",
@@ -34,19 +35,6 @@ PROTOCOL_FIELDS = (
     "torch_fidelity_version",
     "resize",
 )
-FID_METRICS = (
-    "val/fid",
-    "val/fid_min",
-    "val/fid_std",
-    "val/kid_mean",
-    "val/kid_std",
-    "val/is",
-    "val/is_std",
-    "val/precision",
-    "val/recall",
-    "val/fd_dinov2",
-)
-SHOWN_METRICS = ("val/fid", "val/kid_mean", "val/is", "val/nll_bpd", "val/sample_distance", "val/loss")
 
 
 @dataclass
@@ -90,7 +78,7 @@ class Run:
         return None
 
     def protocol(self, metric: str) -> tuple[tuple[str, Any], ...]:
-        if metric not in FID_METRICS:
+        if metric not in sample_quality_metrics():  # only these are measured under fid_protocol
             return ()
         protocol = self.summary.get("fid_protocol") or {}
         # A run may declare protocol fields that are its subject, not its yardstick: ddpm-eval's sampler and

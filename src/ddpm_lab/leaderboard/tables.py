@@ -7,21 +7,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from .. import metric_registry
 from ..stats import INTERVAL_METHOD, TEST_METHOD
 from .ranking import Arm, Group, Leaderboard
 
-SHOWN_METRICS = (
-    "val/fid",
-    "val/fd_dinov2",
-    "val/kid_mean",
-    "val/is",
-    "val/precision",
-    "val/recall",
-    "val/nll_bpd",
-    "val/sample_distance",
-    "val/sample_mmd2",
-    "val/loss",
-)
 # The bootstrap interval of one FID evaluation (FIDCallback, metrics.fid.bootstrap), shown for 1-seed arms
 EVAL_INTERVAL = {"val/fid": ("val/fid_ci_low", "val/fid_ci_high")}
 
@@ -54,7 +43,7 @@ def eval_interval(board: Leaderboard, arm: Arm) -> tuple[float, float] | None:
 def shown_metrics(board: Leaderboard) -> list[str]:
     return [
         m
-        for m in SHOWN_METRICS
+        for m in metric_registry.shown_metrics()
         if m != board.metric and any(r.value(m, "final") is not None for g in board.groups for r in g.runs)
     ]
 

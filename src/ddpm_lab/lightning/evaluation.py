@@ -10,7 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from .metrics_record import MetricsRecordLogger, write_summary
+from ..run_record import write_summary
+from .metrics_record import MetricsRecordLogger
 
 
 def shard_sizes(total: int, world_size: int) -> list[int]:

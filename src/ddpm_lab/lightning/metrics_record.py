@@ -1,11 +1,9 @@
-"""The run's local metrics record: every value logged to any logger, as JSON lines in the run dir, plus a
-``metrics.json`` summary. It is the source of truth for the leaderboard (W&B offline runs are binary)."""
+"""``MetricsRecordLogger``: the Lightning logger that writes the run record (``ddpm_lab.run_record``) as
+training logs: every value logged to any logger, appended to ``metrics.jsonl`` in the run dir."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import time
 from argparse import Namespace
 from pathlib import Path
@@ -14,90 +12,7 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-HISTORY_FILE = "metrics.jsonl"
-SUMMARY_FILE = "metrics.json"
-HIGHER_IS_BETTER = ("is", "is_mean")
-
-
-def lower_is_better(name: str) -> bool:
-    return name.rsplit("/", 1)[-1] not in HIGHER_IS_BETTER
-
-
-def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash mid-write
-    return rows
-
-
-def truncate_history(run_dir: str | Path, step: int) -> int:
-    """Drop the rows a resume from a checkpoint after ``step`` optimizer steps discards, so that their values
-    do not stay in the record (``best`` could come from them). A training row is logged under the step count
-    before its own update, so the batches the checkpoint holds log steps < ``step``: training rows at
-    ``step`` or later are dropped; validation rows (logged after the update) only after ``step``.
-    Returns the number of rows dropped."""
-    path = Path(run_dir) / HISTORY_FILE
-    rows = read_history(run_dir)
-
-    def stands(row: dict[str, Any]) -> bool:
-        logged = row.get("step")
-        if not isinstance(logged, int):
-            return True
-        validation = any(str(key).startswith(("val/", "test/")) for key in row)
-        return logged <= step if validation else logged < step
-
-    kept = [row for row in rows if stands(row)]
-    if len(kept) < len(rows):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, path)
-    return len(rows) - len(kept)
-
-
-def summarize_history(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per metric: the final value, the best value and the step it was reached at."""
-    final, best = {}, {}
-    for row in rows:
-        step = row.get("step")
-        for key, value in row.items():
-            if key in ("step", "time") or not isinstance(value, int | float) or not math.isfinite(value):
-                continue
-            final[key] = value
-            if key not in best or (value < best[key]["value"] if lower_is_better(key) else value > best[key]["value"]):
-                best[key] = {"value": value, "step": step}
-    return {"final": final, "best": best}
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / SUMMARY_FILE
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def write_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into metrics.json together with the summary of the history so far."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = read_summary(run_dir) or {}
-    summary.update(fields)
-    summary.update(summarize_history(read_history(run_dir)))
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
-    return summary
+from ..run_record import HISTORY_FILE, write_summary
 
 
 class MetricsRecordLogger(Logger):
