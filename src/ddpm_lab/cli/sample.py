@@ -1,6 +1,7 @@
 """``ddpm-sample``: draw N samples from a checkpoint (EMA weights by default) and write a PNG grid, an .npz
 (``arr_0``: uint8 NHWC images, as openai/guided-diffusion's evaluator reads; float points for 2-D data) and
-optionally one PNG per image."""
+optionally one PNG per image. Sample i is drawn from its own seed (``seed``, i), so any batch size gives the
+same samples."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..diffusion import balanced_labels
+from ..diffusion.noise import per_sample_generators
 from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
 from .builders import build_datamodule, module_from_checkpoint
@@ -29,7 +31,6 @@ def sample(cfg: DictConfig) -> dict:
     module.to(device)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     overrides = {k: cfg.sampling.get(k) for k in ("sampler", "steps", "eta", "spacing", "guidance_scale")}
     # A class-conditional model: every class equally often over the whole run (not per batch); the labels go
     # into samples.npz as arr_1, as in openai's guided-diffusion.
@@ -38,9 +39,11 @@ def sample(cfg: DictConfig) -> dict:
     for start in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="batches", disable=not cfg.progress):
         n = min(cfg.batch_size, cfg.num_samples - start)
         batch_labels = None if labels is None else labels[start : start + n]
+        # Sample i from its own seed (seed, i): the same images whatever batch_size (as FID's sample sets).
+        generators = per_sample_generators(cfg.seed, range(start, start + n), device)
         batches.append(
             module.generate(
-                n, generator=generator, use_ema=cfg.use_ema, progress=cfg.progress, labels=batch_labels, **overrides
+                n, generator=generators, use_ema=cfg.use_ema, progress=cfg.progress, labels=batch_labels, **overrides
             ).cpu()
         )
     samples = torch.cat(batches)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import parameterization as param
-from .noise import randn
+from .noise import Generators, generator_device, randn
 from .respacing import SPACINGS
 from .solvers import ODE_SAMPLERS, solver_steps
 
@@ -35,14 +35,14 @@ class Trajectory:
     states: torch.Tensor
 
 
-def _resolve_device(model: Model, generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+def _resolve_device(model: Model, generator: Generators, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     if isinstance(model, torch.nn.Module):
         first = next(model.parameters(), None)
         if first is not None:
             return first.device
-    return generator.device if generator is not None else torch.device("cpu")
+    return generator_device(generator, "cpu")
 
 
 def _frames(num_steps: int, num_frames: int = 10) -> set[int]:
@@ -58,7 +58,7 @@ def sample_loop(
     sampler: str = "ddpm",
     steps: int | None = None,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     clip_denoised: bool = False,
     progress: bool = False,
     return_trajectory: bool = False,
@@ -69,7 +69,7 @@ def sample_loop(
     T): ``sampler`` "ddpm" (ancestral on the respaced chain), "ddim" (stochasticity ``eta``) or a solver of
     ``solvers`` (``eta`` scales euler_ancestral's fresh noise). A learned variance's half is used by ddpm only;
     the others use the mean part. ``clip_denoised`` clamps predicted x0 to [-1, 1]: only for data known to lie
-    there (images)."""
+    there (images). ``generator``: one for the batch, or one per example (``noise.per_sample_generators``)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
     if spacing not in SPACINGS:
@@ -138,7 +138,7 @@ def _solve(
     timesteps: list[int],
     sampler: str,
     eta: float,
-    generator: torch.Generator | None,
+    generator: Generators,
     clip_denoised: bool,
     progress: bool,
     return_trajectory: bool,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .noise import randn
+from .noise import Generators, randn
 from .respacing import MIN_ALPHA_BAR
 
 ODE_SAMPLERS = ("euler", "heun", "euler_ancestral", "dpmpp_2m", "ipndm")
@@ -47,7 +47,7 @@ def solver_steps(
     alphas_cumprod: torch.Tensor,
     timesteps: list[int],
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Iterator[torch.Tensor]:
     """Run ``sampler`` from x (B, ...) at timesteps[0] (descending) to x0; yield the state after each step.
 

@@ -19,6 +19,7 @@ from ..run_record import SUMMARY_FILE, read_history
 PROTOCOL_FIELDS = (
     "num_samples",
     "num_evals",
+    "sample_seeds",
     "reference",
     "reference_num_images",
     "resolution",

@@ -1,5 +1,6 @@
 """FID/KID/IS and precision/recall during training (``FIDCallback``), correct under DDP: every rank samples its
-own share with its own seed (exactly ``num_samples`` in total, no padding duplicates), features are gathered,
+own share, each image from its own seed (exactly ``num_samples`` in total, no padding duplicates, the same set on
+any number of ranks), features are gathered,
 and every rank computes the same value inside the collective. ``num_evals`` > 1 repeats the measurement with
 as many sampling seeds (EDM reports the minimum of 3); every measurement carries a bootstrap interval."""
 
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
 from ..diffusion import balanced_labels, model_evaluations
+from ..diffusion.noise import per_sample_generators
 from ..metrics import (
     InceptionFeatures,
     InceptionWeightsError,
@@ -28,6 +30,9 @@ from ..metrics.fid import BOOTSTRAP_METHOD, PRC_NEIGHBORHOOD, GaussianStats, fre
 from ..metrics.image_metrics import MetricOptions, combine_evaluations, image_metrics
 from ..visualize import to_uint8
 from .evaluation import PeriodicEvaluation, gather_rows, publish, shard_sizes
+
+# How the sample set is seeded: a protocol field, so sets drawn before per-image seeds are never ranked with them.
+SAMPLE_SEEDS = "per image: (seed, i)"
 
 
 class FIDCallback(PeriodicEvaluation):
@@ -180,20 +185,22 @@ class FIDCallback(PeriodicEvaluation):
 
     @torch.no_grad()
     def generate_shard(self, trainer: L.Trainer, pl_module, seed: int | None = None) -> torch.Tensor:
-        """This rank's share of the samples, as uint8 images, from a generator seeded by (seed, rank). A
-        class-conditional model draws labels 0, 1, ..., C-1, 0, ... over the whole sample set (all ranks)."""
+        """This rank's share of the samples, as uint8 images. Image i of the set (counted over all ranks) has
+        its own generator seeded by (seed, i), and class-conditional models draw labels 0, 1, ..., C-1, 0, ...
+        by i: the sample set is the same on any number of ranks and at any batch size (EDM2's per-image
+        seeds)."""
         seed = self.seed if seed is None else seed
         sizes = shard_sizes(self.num_samples, trainer.world_size)
         size, offset = sizes[trainer.global_rank], sum(sizes[: trainer.global_rank])
         classes = pl_module.num_classes
-        generator = torch.Generator(device=pl_module.device).manual_seed(seed * 1_000_003 + trainer.global_rank)
         chunks = []
         show = self.progress and trainer.global_rank == 0
         bar = tqdm(total=size, desc=f"FID sampling (seed {seed})", disable=not show)
-        for start in range(0, size, self.batch_size):
-            n = min(self.batch_size, size - start)
-            labels = None if classes is None else balanced_labels(n, classes, pl_module.device, start=offset + start)
-            images = pl_module.generate(n, generator=generator, use_ema=self.use_ema, labels=labels, **self.sampling)
+        for start in range(offset, offset + size, self.batch_size):
+            n = min(self.batch_size, offset + size - start)
+            generators = per_sample_generators(seed, range(start, start + n), pl_module.device)
+            labels = None if classes is None else balanced_labels(n, classes, pl_module.device, start=start)
+            images = pl_module.generate(n, generator=generators, use_ema=self.use_ema, labels=labels, **self.sampling)
             chunks.append(to_uint8(images))
             bar.update(n)
         bar.close()
@@ -248,6 +255,7 @@ class FIDCallback(PeriodicEvaluation):
             "num_samples": count,
             "num_evals": self.num_evals,
             "evaluation_seeds": self.evaluation_seeds(),
+            "sample_seeds": SAMPLE_SEEDS,
             "reference": f"{reference.key['dataset']}:{reference.key['split']}",
             "reference_num_images": reference.stats.count,
             "resolution": int(images.shape[-1]) if len(images) else None,
