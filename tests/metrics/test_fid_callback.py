@@ -111,6 +111,7 @@ def test_callback_fid_equals_torch_fidelity_on_the_same_images(tmp_path, incepti
     assert eval_summary["status"] == "completed" and eval_summary["choices"]["steps"] == 2
     assert eval_summary["final"]["val/fid"] == pytest.approx(metrics["val/fid"])
     assert eval_summary["arm"].startswith(summary["arm"]) and eval_summary["seed"] == "42:0"
+    assert eval_summary["code"]["version"] == summary["code"]["version"] == record["code"]["version"]
 
     # num_evals=2: seeds 0 and 1; the first set is the one just measured, so the second follows from the mean.
     with open_dict(eval_cfg):

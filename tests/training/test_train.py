@@ -1,8 +1,11 @@
 """End-to-end training through the real entry point (composed Hydra config, Lightning Trainer, callbacks)."""
 
+import importlib.metadata
 import json
+import subprocess
 from pathlib import Path
 
+import lightning
 import numpy as np
 import pytest
 import torch
@@ -15,7 +18,8 @@ from ddpm_lab.cli.validation import ConfigError
 from ddpm_lab.diffusion import SAMPLERS
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml"))
+REPO = Path(__file__).parents[2]
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
 TOY = {"toy2d", "toy_swissroll", "toy_moons", "toy_scurve"}
 
 
@@ -136,6 +140,14 @@ def test_quickstart_run_dir_contents(trained_run):
     summary_file = json.loads((run / "metrics.json").read_text())
     assert summary_file["status"] == "completed" and summary_file["choices"]["data"] == "digits"
     assert "val/loss" in summary["final"] and summary["best"]["val/loss"]["step"] in (1, 3)
+    assert "epoch" not in summary["best"] and not any(k.startswith("lr-") for k in summary["best"])
+    # Which code made the numbers, against what git, pip's metadata and the libraries themselves say.
+    code = summary_file["code"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert code["git_commit"] == (head or None) and isinstance(code["git_dirty"], bool | None)
+    assert code["ddpm_lab"] == importlib.metadata.version("ddpm-lab") and code["version"].startswith(code["ddpm_lab"])
+    assert code["torch"] == torch.__version__ and code["lightning"] == lightning.__version__
+    assert code["device"].startswith("cpu")
 
 
 def test_checkpoint_holds_ema_and_rebuilds(trained_run):

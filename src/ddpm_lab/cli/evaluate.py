@@ -18,6 +18,7 @@ from ..lightning.checkpointing import peek_checkpoint
 from ..lightning.evaluation import PeriodicEvaluation
 from ..lightning.posthoc_ema import tracked_emas
 from ..models.posthoc_ema import MAX_PROFILE_ERROR, reconstruct
+from ..provenance import code_provenance
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .checkpoint_validation import posthoc_snapshot_dir, validate_eval_config
@@ -107,6 +108,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if protocol and posthoc:  # rebuilt weights are their own yardstick: never ranked with the tracked EMA's
         protocol = {**protocol, "weights": "posthoc_ema", "posthoc_ema": posthoc}
     record = {
+        "code": code_provenance(device),
         "ckpt_path": str(cfg.ckpt_path),
         "use_ema": cfg.use_ema,
         "posthoc_ema": posthoc,
@@ -136,6 +138,7 @@ def evaluate(cfg: DictConfig) -> dict:
         overrides=task_overrides(("seed", "ckpt_path")),
         ckpt_path=str(cfg.ckpt_path),
         fid_protocol=record["fid_protocol"],
+        code=record["code"],
     )
     return record
 

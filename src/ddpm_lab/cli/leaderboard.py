@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..leaderboard import arm_rows, build_leaderboard, find_runs, log_to_wandb, write_outputs
+from ..leaderboard.tables import mixed_code_warning
 from ..stats import TEST_METHOD
 
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             if row[0] == str(g):
                 table.add_row(*row[1:])
         console.print(table)
+        if len(group.code_versions) > 1:
+            console.print(f"[yellow]Group {g}: {mixed_code_warning(group)}[/]")
     if any(c.test is not None for group in board.groups for c in group.comparisons):
         console.print(f"not_different_from: {TEST_METHOD}.")
     if len(board.groups) > 1:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..lightning import read_summary, write_summary
 from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
+from ..provenance import code_provenance
 from ..run_record import truncate_history
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
@@ -151,10 +152,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         if rank_zero:
             record_wandb_id(trainer, run_dir)
+            code = code_provenance(trainer.strategy.root_device)  # which code and device made these numbers
+            write_summary(run_dir, code=code)
             # The whole resolved config, so W&B's runs table can filter and group by any setting (lr, T, EMA...);
             # the module saves no hyperparameters of its own, so Lightning would log none.
             for logger in trainer.loggers:
-                logger.log_hyperparams(OmegaConf.to_container(OmegaConf.create(resolved)))
+                logger.log_hyperparams({**OmegaConf.to_container(OmegaConf.create(resolved)), "code": code})
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if module.nan_policy == "stop":
             module.check_finite()

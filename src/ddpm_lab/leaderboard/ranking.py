@@ -69,6 +69,12 @@ class Group:
     def runs(self) -> list[Run]:
         return [run for arm in self.arms for run in arm.runs]
 
+    @property
+    def code_versions(self) -> list[str]:
+        """The code versions behind this group's runs: more than one is worth a warning (not a refusal),
+        since a code change can move the numbers on its own."""
+        return sorted({run.code_version for run in self.runs})
+
 
 @dataclass
 class Leaderboard:

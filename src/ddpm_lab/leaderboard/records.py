@@ -57,6 +57,11 @@ class Run:
         return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
     @property
+    def code_version(self) -> str:
+        """The ddpm-lab version (and git commit) that wrote the record; "unrecorded" for older records."""
+        return str((self.summary.get("code") or {}).get("version") or "unrecorded")
+
+    @property
     def seed(self) -> Any:
         return self.summary.get("seed")
 

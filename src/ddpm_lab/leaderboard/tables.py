@@ -76,6 +76,7 @@ def arm_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         "not_different_from",
         "eval_ci95",
         "seeds",
+        "code",
         *shown,
         "global_step",
         "wall_time_s",
@@ -102,6 +103,7 @@ def arm_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
                     significance_mark(arm, group),
                     f"[{fmt(interval[0])}, {fmt(interval[1])}]" if interval else "",
                     " ".join(fmt(seed) for seed in arm.seeds),
+                    " ".join(sorted({run.code_version for run in arm.runs})),
                     *(fmt(sum(v) / len(v)) if v else "" for v in means.values()),
                     fmt(first.summary.get("global_step")),
                     fmt(sum(walls) / len(walls) if walls else None),
@@ -140,6 +142,13 @@ def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
+def mixed_code_warning(group: Group) -> str:
+    return (
+        f"this group mixes code versions ({', '.join(group.code_versions)}): a code change can move the numbers "
+        "by itself (README, 'Changes that move numbers'); compare runs of one version where it matters."
+    )
+
+
 def describe_protocol(protocol: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in protocol.items() if v is not None) or "no protocol fields"
 
@@ -176,6 +185,8 @@ def markdown(board: Leaderboard) -> str:
                     f"| {c.first} vs {c.second} | {fmt(c.test.statistic)} | {fmt(c.test.df)} | "
                     f"{fmt(c.test.p_value)} | {fmt(c.p_adjusted)} | {verdict} |"
                 )
+        if len(group.code_versions) > 1:
+            lines += ["", f"Warning: {mixed_code_warning(group)}"]
         for arm in group.arms:
             if arm.duplicate_seeds:
                 repeated = arm.duplicate_seeds
