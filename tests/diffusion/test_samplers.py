@@ -226,3 +226,16 @@ def test_sampling_steps_copy_no_table_to_the_device(monkeypatch):
     for sampler in ("ddpm", "ddim"):
         diffusion.sample(model, (4, 1), sampler=sampler, steps=10, generator=torch.Generator().manual_seed(0))
     assert len(copies) <= 2, copies  # at most the first copy of each chain's map
+
+
+def test_eta_follows_the_sampler_when_only_the_sampler_is_overridden():
+    """A DDIM run's eta=0 does not turn `sampler=euler_ancestral` into plain Euler: a sampler given without an
+    eta gets its own default (k-diffusion's 1 for euler_ancestral); an explicit eta always wins."""
+    from ddpm_lab.diffusion import resolve_sampling
+
+    run = {"sampler": "ddim", "steps": 100, "eta": 0.0, "spacing": "uniform"}
+    assert resolve_sampling(run, {"sampler": "euler_ancestral", "eta": None})["eta"] == 1.0
+    assert resolve_sampling(run, {"sampler": "euler_ancestral", "eta": 0.5})["eta"] == 0.5
+    assert resolve_sampling(run, {"steps": 10})["eta"] == 0.0  # same sampler: the run's eta stands
+    assert resolve_sampling({**run, "eta": 0.3}, {"sampler": "ddim"})["eta"] == 0.3
+    assert resolve_sampling({**run, "eta": None}, {})["eta"] == 0.0

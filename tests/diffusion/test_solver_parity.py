@@ -110,3 +110,56 @@ def test_euler_and_heun_match_diffusers(sampler, mean_type):
     assert len(theirs) == len(states) == STEPS
     for t, ours_x, their_x in zip(timesteps, states, theirs, strict=True):
         assert torch.allclose(ours_x, their_x, atol=1e-4, rtol=0), f"t={t}"
+
+
+@pytest.mark.parametrize("mean_type", ["eps", "v"])
+def test_euler_ancestral_default_eta_matches_diffusers(mean_type):
+    """With no eta given, euler_ancestral is the full ancestral sampler, as k-diffusion's default (eta=1) and
+    diffusers' EulerAncestralDiscreteScheduler: same x_T, same per-step noise (one float32 draw per step from
+    one seeded generator on each side), every state within 1e-4 (diffusers steps in float32). Its eta used to
+    default to 0, which is plain deterministic Euler."""
+    diffusion = ours(mean_type)
+    scheduler = diffusers.EulerAncestralDiscreteScheduler(
+        num_train_timesteps=T,
+        trained_betas=diffusion.betas.numpy(),
+        prediction_type=PREDICTION[mean_type],
+        timestep_spacing="trailing",
+    )
+    scheduler.set_timesteps(STEPS)
+    x_T = initial_noise()
+    timesteps = diffusion.spaced_timesteps(STEPS, "trailing")[::-1]
+    denoise = denoiser(diffusion, network(diffusion), timesteps)
+    mine = torch.Generator().manual_seed(3)
+    states = list(solver_steps("euler_ancestral", denoise, x_T, diffusion.alphas_cumprod, timesteps, generator=mine))
+    assert [int(t) for t in scheduler.timesteps] == timesteps
+    model, theirs = network(diffusion), torch.Generator().manual_seed(3)
+    y = x_T * (scheduler.sigmas[0].to(torch.float64) ** 2 + 1) ** 0.5
+    for t, ours_x in zip(scheduler.timesteps, states, strict=True):
+        output = model(scheduler.scale_model_input(y, t), t.expand(SHAPE[0])).float()
+        y = scheduler.step(output, t, y, generator=theirs).prev_sample.to(torch.float64)
+        sigma_next = scheduler.sigmas[scheduler.step_index].to(torch.float64)
+        assert torch.allclose(ours_x, y / (sigma_next**2 + 1) ** 0.5, atol=1e-4, rtol=0), f"t={t}"
+    deterministic = list(solver_steps("euler_ancestral", denoise, x_T, diffusion.alphas_cumprod, timesteps, eta=0.0))
+    euler = list(solver_steps("euler", denoise, x_T, diffusion.alphas_cumprod, timesteps))
+    assert torch.allclose(deterministic[-1], euler[-1], atol=1e-10, rtol=0)  # eta=0: plain Euler
+    assert not torch.allclose(states[-1], euler[-1], atol=1e-2)
+
+
+def test_spacings_map_onto_diffusers_timestep_spacing():
+    """README's mapping: our uniform is DDIMScheduler's and EulerDiscreteScheduler's "linspace" (t = 0 kept),
+    trailing is "trailing" in all three; DPMSolverMultistepScheduler's "linspace" (its default) drops t = 0 and
+    is none of ours (closest: trailing, which differs by rounding)."""
+    diffusion, k = GaussianDiffusion(make_beta_schedule("linear", 1000)), 10
+
+    def theirs(cls, spacing):
+        scheduler = cls(num_train_timesteps=1000, timestep_spacing=spacing)
+        scheduler.set_timesteps(k)
+        return [int(t) for t in scheduler.timesteps]
+
+    uniform, trailing = (diffusion.spaced_timesteps(k, s)[::-1] for s in ("uniform", "trailing"))
+    for cls in (diffusers.DDIMScheduler, diffusers.EulerDiscreteScheduler):
+        assert theirs(cls, "linspace") == uniform
+    for cls in (diffusers.DDIMScheduler, diffusers.EulerDiscreteScheduler, diffusers.DPMSolverMultistepScheduler):
+        assert theirs(cls, "trailing") == trailing
+    dpm_default = theirs(diffusers.DPMSolverMultistepScheduler, "linspace")
+    assert 0 not in dpm_default and dpm_default not in (uniform, trailing)

@@ -12,7 +12,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..diffusion import model_evaluations
+from ..diffusion import model_evaluations, resolve_sampling
 from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, read_summary, write_summary
 from ..lightning.checkpointing import peek_checkpoint
 from ..lightning.evaluation import PeriodicEvaluation
@@ -80,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if not cfg.use_ema:
         module.ema.module.load_state_dict(module.network.state_dict())
     posthoc = load_posthoc_ema(cfg, module)
-    module.sampling.update({k: v for k, v in (cfg.get("sampling") or {}).items() if v is not None})
+    module.sampling = resolve_sampling(module.sampling, cfg.get("sampling") or {})
     run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.data or {})
     datamodule = build_datamodule(run_cfg)
     L.seed_everything(cfg.seed, verbose=False)
@@ -117,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
-    sampling = {**module.sampling, **{k: v for k, v in (fid.sampling if fid else {}).items() if v is not None}}
+    sampling = resolve_sampling(module.sampling, fid.sampling if fid else {})
     steps = sampling["steps"] or module.diffusion.num_timesteps
     write_summary(
         out,

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..diffusion import balanced_labels
+from ..diffusion import balanced_labels, resolve_sampling
 from ..diffusion.noise import per_sample_generators
 from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
@@ -68,7 +68,7 @@ def sample(cfg: DictConfig) -> dict:
         "num_samples": len(samples),
         "use_ema": cfg.use_ema,
         "seed": cfg.seed,
-        **{**module.sampling, **{k: v for k, v in overrides.items() if v is not None}},
+        **resolve_sampling(module.sampling, overrides),
     }
     (out / "samples.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {len(samples)} samples to {out}/samples.npz and {out}/samples.png")

@@ -9,7 +9,7 @@ from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_
 from .losses import LOSS_TYPES, LOSS_WEIGHTINGS, loss_term_names
 from .parameterization import MEAN_TYPES, eps_from_x0, v_from_x0_eps, x0_from_eps, x0_from_v
 from .respacing import SPACINGS, respaced_betas, space_timesteps
-from .sampling import SAMPLERS, STOCHASTIC_ETA, Trajectory
+from .sampling import DEFAULT_ETA, SAMPLERS, STOCHASTIC_ETA, Trajectory, default_eta, resolve_sampling
 from .schedules import BETA_SCHEDULES, make_beta_schedule, rescale_zero_terminal_snr
 from .solvers import ODE_SAMPLERS, model_evaluations
 from .timestep_sampling import (
@@ -38,6 +38,7 @@ def build_gaussian_diffusion(
 
 __all__ = [
     "BETA_SCHEDULES",
+    "DEFAULT_ETA",
     "LOSS_TYPES",
     "LOSS_WEIGHTINGS",
     "MEAN_TYPES",
@@ -54,6 +55,7 @@ __all__ = [
     "UniformTimestepSampler",
     "balanced_labels",
     "build_gaussian_diffusion",
+    "default_eta",
     "discretized_gaussian_log_likelihood",
     "drop_labels",
     "eps_from_x0",
@@ -65,6 +67,7 @@ __all__ = [
     "model_evaluations",
     "normal_kl",
     "rescale_zero_terminal_snr",
+    "resolve_sampling",
     "respaced_betas",
     "space_timesteps",
     "v_from_x0_eps",

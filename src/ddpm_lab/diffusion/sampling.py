@@ -7,8 +7,9 @@ samples on every call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 from . import parameterization as param
 from .noise import Generators, generator_device, randn
 from .respacing import SPACINGS
-from .solvers import ODE_SAMPLERS, solver_steps
+from .solvers import ANCESTRAL_ETA, ODE_SAMPLERS, solver_steps
 
 if TYPE_CHECKING:
     from .gaussian_diffusion import GaussianDiffusion, Model
@@ -24,6 +25,24 @@ if TYPE_CHECKING:
 SAMPLERS = ("ddpm", "ddim", *ODE_SAMPLERS)
 # Samplers whose eta means something: DDIM's sigma scale, and Euler-ancestral's share of fresh noise.
 STOCHASTIC_ETA = ("ddim", "euler_ancestral")
+# A sampler's eta where none is given: DDIM's 0 (deterministic, as Song et al. and diffusers' DDIMScheduler);
+# Euler-ancestral's k-diffusion default (solvers.ANCESTRAL_ETA = 1; its eta=0 is plain deterministic Euler).
+DEFAULT_ETA = {"ddim": 0.0, "euler_ancestral": ANCESTRAL_ETA}
+
+
+def default_eta(sampler: str) -> float:
+    return DEFAULT_ETA.get(sampler, 0.0)
+
+
+def resolve_sampling(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Sampler settings: ``base`` (e.g. a run's ``sampling``) with the non-null ``overrides``. eta belongs to its
+    sampler: when the overrides change the sampler without giving an eta, or no eta is set at all, it is the new
+    sampler's default (``sampler=euler_ancestral`` over a DDIM run's eta=0 would otherwise be plain Euler)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = {**base, **given}
+    if "eta" not in given and (settings.get("eta") is None or settings.get("sampler") != base.get("sampler")):
+        settings["eta"] = default_eta(settings["sampler"])
+    return settings
 
 
 @dataclass
@@ -57,7 +76,7 @@ def sample_loop(
     shape: tuple[int, ...],
     sampler: str = "ddpm",
     steps: int | None = None,
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Generators = None,
     clip_denoised: bool = False,
     progress: bool = False,
@@ -67,13 +86,15 @@ def sample_loop(
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Samples (B, ...) from x_T ~ N(0, I) over the ``steps`` timesteps ``spacing`` keeps (``steps=None``: all
     T): ``sampler`` "ddpm" (ancestral on the respaced chain), "ddim" (stochasticity ``eta``) or a solver of
-    ``solvers`` (``eta`` scales euler_ancestral's fresh noise). A learned variance's half is used by ddpm only;
-    the others use the mean part. ``clip_denoised`` clamps predicted x0 to [-1, 1]: only for data known to lie
-    there (images). ``generator``: one for the batch, or one per example (``noise.per_sample_generators``)."""
+    ``solvers`` (``eta`` scales euler_ancestral's fresh noise; None: ``DEFAULT_ETA``). A learned variance's
+    half is used by ddpm only; the others use the mean part. ``clip_denoised`` clamps predicted x0 to [-1, 1]:
+    only for data known to lie there (images). ``generator``: one for the batch, or one per example
+    (``noise.per_sample_generators``)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}.")
     if spacing not in SPACINGS:
         raise ValueError(f"Unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}.")
+    eta = default_eta(sampler) if eta is None else eta
     if eta < 0:
         raise ValueError(f"eta must be >= 0 (0 = deterministic DDIM, 1 = DDPM-like), got {eta}.")
     steps = diffusion.num_timesteps if steps is None else steps

@@ -40,13 +40,17 @@ def noise_levels(alphas_cumprod: torch.Tensor, timesteps: list[int]) -> tuple[li
     return [a**0.5 for a in abar], [(1.0 - a) ** 0.5 for a in abar]
 
 
+# euler_ancestral's eta where none is given: k-diffusion's default, the full ancestral noise (eta=0 is Euler).
+ANCESTRAL_ETA = 1.0
+
+
 def solver_steps(
     sampler: str,
     denoise: Denoiser,
     x: torch.Tensor,
     alphas_cumprod: torch.Tensor,
     timesteps: list[int],
-    eta: float = 0.0,
+    eta: float | None = None,
     generator: Generators = None,
 ) -> Iterator[torch.Tensor]:
     """Run ``sampler`` from x (B, ...) at timesteps[0] (descending) to x0; yield the state after each step.
@@ -55,6 +59,7 @@ def solver_steps(
     """
     if sampler not in ODE_SAMPLERS:
         raise ValueError(f"Unknown solver {sampler!r}; choose one of: {', '.join(ODE_SAMPLERS)}.")
+    eta = ANCESTRAL_ETA if eta is None else eta
     alpha, s = noise_levels(alphas_cumprod, timesteps)
     sigma = [si / ai for ai, si in zip(alpha, s, strict=True)]
     last = len(timesteps) - 1

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
-from ..diffusion import balanced_labels, model_evaluations
+from ..diffusion import balanced_labels, model_evaluations, resolve_sampling
 from ..diffusion.noise import per_sample_generators
 from ..metrics import (
     InceptionFeatures,
@@ -50,7 +50,7 @@ class FIDCallback(PeriodicEvaluation):
         batch_size: int = 500,
         sampler: str | None = "ddim",
         steps: int | None = 100,
-        eta: float | None = 0.0,
+        eta: float | None = None,
         spacing: str | None = "uniform",
         guidance_scale: float | None = None,
         use_ema: bool = True,
@@ -248,7 +248,7 @@ class FIDCallback(PeriodicEvaluation):
 
     def protocol(self, trainer, pl_module, reference, count, images, values, extractor) -> dict[str, Any]:
         """Everything that changes the numbers, recorded with them (the leaderboard never mixes protocols)."""
-        settings = {**pl_module.sampling, **{k: v for k, v in self.sampling.items() if v is not None}}
+        settings = resolve_sampling(pl_module.sampling, self.sampling)
         options = self.options
         return {
             "metric": "val/fid",

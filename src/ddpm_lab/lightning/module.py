@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler
+from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler, resolve_sampling
 from ..diffusion.guidance import balanced_labels, drop_labels, guided_model
 from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
@@ -24,7 +24,7 @@ from .precision import at_run_precision
 SAMPLING_DEFAULTS = {
     "sampler": "ddim",
     "steps": 100,
-    "eta": 0.0,
+    "eta": None,  # the sampler's own (diffusion.DEFAULT_ETA)
     "spacing": "uniform",
     "clip_denoised": True,
     "guidance_scale": 1.0,
@@ -210,7 +210,7 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
         """Samples (num_samples, *sample_shape) with the module's sampling settings (``overrides`` win). A
         class-conditional model draws ``labels`` (default: every class equally often, 0, 1, ..., C-1, 0, ...)
         under classifier-free guidance ``guidance_scale``."""
-        settings = {**self.sampling, **{k: v for k, v in overrides.items() if v is not None}}
+        settings = resolve_sampling(self.sampling, overrides)
         network = self.ema.module if use_ema else self.network
         was_training = network.training
         network.eval()
