@@ -18,6 +18,19 @@ class KillAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class InterruptAtStep(L.Callback):
+    """Ctrl-C at ``step``: rank 0 sends SIGINT to its whole process group, as a terminal does (run the job in a
+    session of its own)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            os.killpg(os.getpgid(0), signal.SIGINT)
+            time.sleep(5)  # the signal arrives as KeyboardInterrupt while this waits
+
+
 class PoisonBatch(L.Callback):
     """Fill the given batches (by index in the first epoch) with NaN: a corrupted sample reaching the model."""
 

@@ -84,6 +84,13 @@ def rendezvous_file(cfg: DictConfig, launch: LaunchEnv) -> Path | None:
     return rendezvous_path(cfg.paths.log_dir, launch.key)
 
 
+def interrupted(err: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the SystemExit(1) Lightning raises after handling one (its context)."""
+    return isinstance(err, KeyboardInterrupt) or (
+        isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
+    )
+
+
 def _finish_wandb_within(seconds: float) -> None:
     """Finish W&B from the watchdog thread without letting a stuck flush keep a dead job alive."""
     thread = threading.Thread(target=_finish_wandb, kwargs={"exit_code": 1}, daemon=True)
@@ -164,7 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         success = True
     except BaseException as err:
         if rank_zero:
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            status = "interrupted" if interrupted(err) else "failed"
             write_summary(
                 run_dir, status=status, error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started
             )
