@@ -220,10 +220,17 @@ def test_an_eval_sweep_ranks_its_samplers_together_but_not_other_protocols(tmp_p
 
 
 def test_leaderboard_lists_unreadable_records_instead_of_crashing(tmp_path, capsys):
-    """A binary or non-object metrics.json gave a raw traceback."""
+    """A binary or non-object metrics.json gave a raw traceback. Beside a ranked run they are listed as not ranked;
+    alone, nothing can be ranked: the command refuses with each reason and writes nothing."""
     for name, payload in (("binary", b"\x80\x81\xfe\x00"), ("list", b"[1, 2]")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_bytes(payload)
+    assert leaderboard_main([str(tmp_path), "--out", str(tmp_path / "board")]) == 2
+    err = capsys.readouterr().err
+    assert "no readable metrics.json" in err and "metrics.json is not a JSON object" in err
+    assert not (tmp_path / "board").exists()
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "metrics.json").write_text('{"status": "completed", "best": {"val/fid": {"value": 3.0}}}')
     assert leaderboard_main([str(tmp_path), "--out", str(tmp_path / "board")]) == 0
     markdown = (tmp_path / "board" / "leaderboard.md").read_text()
     assert "binary" in markdown and "no readable metrics.json" in markdown
@@ -253,3 +260,24 @@ def test_a_sampler_nfe_sweep_gets_one_curve_per_sampler_sorted_by_nfe(tmp_path):
     }
     outputs = write_outputs(board, tmp_path / "board")
     assert outputs["nfe_png"].stat().st_size > 10_000
+
+
+def test_leaderboard_defaults_to_the_headline_metric_and_never_overwrites_with_nothing(tmp_path, capsys):
+    """A toy sweep ranked with no --metric uses its records' headline_metric; asked for a metric no run has, it
+    exits non-zero naming the metrics the runs have, and the leaderboard already written stays as it was."""
+    for seed, value in ((0, 0.2), (1, 0.1)):
+        run = tmp_path / f"job{seed}"
+        run.mkdir()
+        record = {"status": "completed", "seed": seed, "arm": f"a{seed}", "headline_metric": "val/sample_distance"}
+        record["best"] = {"val/sample_distance": {"value": value, "step": 5}}
+        (run / "metrics.json").write_text(json.dumps(record))
+    assert leaderboard_main([str(tmp_path)]) == 0
+    board = tmp_path / "leaderboard.md"
+    assert "best val/sample_distance (lower is better)" in board.read_text()
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert leaderboard_main([str(tmp_path), "--metric", "val/fid"]) == 2
+    err = capsys.readouterr().err
+    assert "no val/fid recorded" in err and "val/sample_distance" in err and "Nothing was written" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
+    assert leaderboard_main([str(tmp_path / "job0" / "nothing_here")]) == 2  # a missing path, as before

@@ -18,16 +18,42 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from ..leaderboard import arm_rows, build_leaderboard, find_runs, log_to_wandb, write_outputs
+from ..leaderboard import Leaderboard, Run, arm_rows, build_leaderboard, find_runs, log_to_wandb, write_outputs
 from ..leaderboard.tables import mixed_code_warning
 from ..stats import TEST_METHOD
+
+
+def default_metric(runs: list[Run]) -> str:
+    """The runs' ``headline_metric`` where they agree (records before it existed: val/fid)."""
+    headlines = {run.summary.get("headline_metric") for run in runs} - {None}
+    if len(headlines) > 1:
+        raise ValueError(
+            f"the runs have different headline metrics ({', '.join(sorted(headlines))}): pass --metric to choose one."
+        )
+    return headlines.pop() if headlines else "val/fid"
+
+
+def nothing_to_rank(board: Leaderboard) -> str:
+    """Why nothing was ranked: each run's reason and the metrics the completed runs do have."""
+    if not board.runs:
+        return "no run records (metrics.json) under the given paths: point it at a run or sweep dir. Nothing written."
+    completed = [run for run in board.runs if run.status == "completed"]
+    have = sorted({m for run in completed for m in (run.summary.get(board.which) or {})})
+    reasons = "; ".join(f"{run.path}: {reason}" for run, reason in board.unranked[:5])
+    more = f" (and {len(board.unranked) - 5} more)" if len(board.unranked) > 5 else ""
+    return (
+        f"nothing to rank by {board.which} {board.metric}: {reasons}{more}. The completed runs' {board.which} "
+        f"metrics: {', '.join(have[:12]) or 'none'}; rank by one of them with --metric. Nothing was written."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ddpm-leaderboard", description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="run dirs or dirs containing them (searched recursively)")
     p.add_argument(
-        "--metric", default="val/fid", help="metric to rank by (default val/fid); its direction is the registry's"
+        "--metric",
+        help="metric to rank by (default: the runs' headline_metric, e.g. val/fid for images, "
+        "val/sample_distance for 2-D data); its direction is the registry's",
     )
     p.add_argument("--which", choices=["best", "final"], default="best", help="best value over training or final")
     order = p.add_mutually_exclusive_group()
@@ -49,15 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ddpm-leaderboard: {err}", file=sys.stderr)
         return 2
     try:
-        board = build_leaderboard(runs, args.metric, args.which, args.ascending, args.top)
+        metric = args.metric or default_metric(runs)
+        board = build_leaderboard(runs, metric, args.which, args.ascending, args.top)
     except ValueError as err:
         print(f"ddpm-leaderboard: {err}", file=sys.stderr)
+        return 2
+    if not board.groups:  # refuse before writing: an empty table must not replace a real one
+        print(f"ddpm-leaderboard: {nothing_to_rank(board)}", file=sys.stderr)
         return 2
     console = Console(width=200)
     header, rows = arm_rows(board)
     for g, group in enumerate(board.groups, start=1):
         described = ", ".join(f"{k}={v}" for k, v in group.protocol.items() if v is not None)
-        table = Table(title=f"{args.which} {args.metric}, group {g}" + (f" [{described}]" if described else ""))
+        table = Table(title=f"{args.which} {metric}, group {g}" + (f" [{described}]" if described else ""))
         for name in header[1:]:
             table.add_column(name)
         for row in rows:
@@ -70,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"not_different_from: {TEST_METHOD}.")
     if len(board.groups) > 1:
         console.print("[yellow]Groups were measured under different protocols and are not ranked together.[/]")
-    if not board.groups:
-        console.print(f"No completed run has {args.metric}.")
     if board.unranked:
         table = Table(title="Not ranked")
         table.add_column("run_dir")

@@ -84,4 +84,5 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.get("seed"),
         "arm": arm_fingerprint(cfg),
         "overrides": task_overrides(),
+        "headline_metric": cfg.get("headline_metric"),  # what ddpm-leaderboard ranks by default
     }
