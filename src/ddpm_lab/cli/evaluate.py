@@ -139,6 +139,8 @@ def evaluate(cfg: DictConfig) -> dict:
         ckpt_path=str(cfg.ckpt_path),
         fid_protocol=record["fid_protocol"],
         code=record["code"],
+        # what ddpm-leaderboard ranks these records by default: the headline of what this evaluation measured
+        headline_metric=next((m for m in ("val/sample_distance", "val/fid", "val/loss") if m in metrics), None),
     )
     return record
 
