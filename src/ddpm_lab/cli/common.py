@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
 import torch
+
+
+def report_config_errors(prog: str) -> Callable:
+    """Decorate a Hydra task: a start-up error of a single run (a ConfigError, missing Inception weights) is
+    printed as its one-paragraph message, exit status 1, instead of inside Hydra's traceback. With
+    HYDRA_FULL_ERROR=1 the traceback stays, and a sweep's jobs report through Hydra as before."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ..metrics.inception import InceptionWeightsError
+    from .validation import ConfigError
+
+    def decorate(task: Callable) -> Callable:
+        @functools.wraps(task)
+        def run(cfg: Any) -> Any:
+            try:
+                return task(cfg)
+            except (ConfigError, InceptionWeightsError) as err:
+                sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+                if os.environ.get("HYDRA_FULL_ERROR") == "1" or sweeping:
+                    raise
+                print(f"{prog}: {err}", file=sys.stderr)
+                raise SystemExit(1) from None
+
+        return run
+
+    return decorate
 
 
 def resolve_device(name: str) -> torch.device:

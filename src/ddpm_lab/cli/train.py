@@ -27,6 +27,7 @@ from ..run_record import truncate_history
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, build_loggers, build_module
 from .checkpoint_validation import validate_resume
+from .common import report_config_errors
 from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
 from .launch_validation import validate_launch
@@ -207,6 +208,7 @@ def _finish_wandb(exit_code: int | None = None) -> None:
             wandb.finish(exit_code=exit_code)
 
 
+@report_config_errors("ddpm-train")
 def run_job(cfg: DictConfig) -> float | None:
     """The Hydra task: train, and return the final value of ``objective`` (what a sweeper such as Optuna
     minimises). A job that was asked for an objective it never logged fails, naming what it did log."""
