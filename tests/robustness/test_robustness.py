@@ -166,6 +166,9 @@ def test_skip_policy_gives_up_after_k_in_a_row(tmp_path):
 
 
 BAD_CONFIGS = [
+    (["+foo=bar"], r"\+foo adds a key that nothing reads, so it would be silently ignored"),
+    (["+sampling.step=50"], r"\+sampling.step adds a key that nothing reads.*Did you mean sampling.steps\?"),
+    (["+model.foo=1"], r"UNet.__init__\(\) got an unexpected keyword argument 'foo'"),
     (["diffusion.schedule=cosin"], r"diffusion.schedule='cosin' is not valid; allowed values: constant, cosine"),
     (["diffusion.var_type=huge"], r"diffusion.var_type='huge' is not valid; allowed values: fixed_small"),
     (["diffusion.loss_type=huber"], r"diffusion.loss_type='huber' is not valid; allowed values: mse, l1, kl, hybrid"),

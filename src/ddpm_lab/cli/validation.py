@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion import (
     BETA_SCHEDULES,
@@ -30,7 +30,48 @@ def _choice(key: str, value, allowed, group: str | None = None) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; allowed values: {', '.join(map(str, allowed))}{how}.")
 
 
+# Nodes that hold user entries of their own: callbacks and loggers to add, Hydra's settings.
+OPEN_NODES = ("callbacks", "logger", "hydra")
+
+
+def added_keys() -> list[str]:
+    """The keys this command line adds with ``+key=value`` (not config groups such as ``+ablation=schedule``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    hydra_cfg = HydraConfig.get()
+    groups = set(hydra_cfg.runtime.choices)
+    added = [o[1:].split("=", 1)[0] for o in hydra_cfg.overrides.task if o.startswith("+") and not o.startswith("++")]
+    return [key for key in added if key not in groups and "@" not in key]
+
+
+def validate_added_keys(cfg: DictConfig) -> None:
+    """A ``+key=value`` that nothing reads is refused, naming the closest known key: a key under a node with a
+    ``_target_`` goes to that constructor (which judges it), one under callbacks/logger/hydra adds an entry;
+    anywhere else (the top level, ``sampling``, ``paths``, ...) ddpm-lab reads only the keys its configs have."""
+    import difflib
+
+    for key in added_keys():
+        parts = key.split(".")
+        if parts[0] in OPEN_NODES:
+            continue
+        parents = [".".join(parts[:i]) for i in range(1, len(parts))]
+        if any(isinstance(node := OmegaConf.select(cfg, p), DictConfig) and "_target_" in node for p in parents):
+            continue
+        parent = OmegaConf.select(cfg, parents[-1]) if parents else cfg
+        known = [k for k in parent if f"{parents[-1] + '.' if parents else ''}{k}" != key] if parent else []
+        close = difflib.get_close_matches(parts[-1], [str(k) for k in known], n=1)
+        where = f"{parents[-1]}." if parents else ""
+        hint = f" Did you mean {where}{close[0]}?" if close else f" Known keys there: {', '.join(map(str, known))}."
+        raise ConfigError(
+            f"+{key} adds a key that nothing reads, so it would be silently ignored.{hint} Set an existing key "
+            "without the + (e.g. sampling.steps=50), or add a config group with +GROUP=NAME."
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
+    validate_added_keys(cfg)
     d = cfg.diffusion
     _choice("diffusion.schedule", d.schedule, sorted(BETA_SCHEDULES), "schedule")
     _choice("diffusion.var_type", d.var_type, VAR_TYPES, "variance")
