@@ -166,6 +166,12 @@ def test_skip_policy_gives_up_after_k_in_a_row(tmp_path):
 
 
 BAD_CONFIGS = [
+    pytest.param(
+        ["trainer=gpu"],
+        r"asks for a GPU, but this machine has none .* trainer.accelerator=cpu trainer.precision=32-true",
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+    ),
+    (["data=image_folder", "data.path=/nonexistent/images"], r"image folder /nonexistent/images does not exist"),
     (["+foo=bar"], r"\+foo adds a key that nothing reads, so it would be silently ignored"),
     (["+sampling.step=50"], r"\+sampling.step adds a key that nothing reads.*Did you mean sampling.steps\?"),
     (["+model.foo=1"], r"UNet.__init__\(\) got an unexpected keyword argument 'foo'"),
@@ -241,6 +247,24 @@ def test_bad_config_fails_fast_with_its_message(tmp_path, overrides, message, mo
     with pytest.raises(ConfigError, match=message):  # before any data is loaded (must_not_run), not by a clock
         train(cfg)
     assert "ConfigError" in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_more_cpu_processes_than_cores_is_warned_about(tmp_path, monkeypatch):
+    from ddpm_lab.cli.launch_validation import validate_hardware
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    cfg = compose_config("train", tmp_path, ["trainer=ddp_cpu", "trainer.devices=3"])
+    with pytest.warns(UserWarning, match=r"trainer.devices=3 CPU processes on 2 core\(s\)"):
+        validate_hardware(cfg)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
+    from ddpm_lab.cli.checkpoint_validation import checkpoint_run_config
+
+    image = tmp_path / "picture.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ConfigError, match=r"picture.png is not a checkpoint \(a PNG image\)"):
+        checkpoint_run_config(image)
 
 
 @pytest.mark.slow

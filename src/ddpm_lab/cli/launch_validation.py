@@ -33,3 +33,30 @@ def validate_launch(cfg: DictConfig, launch: LaunchEnv) -> None:
             f"them as {how}, or set trainer.devices={launch.local_world_size} "
             f"trainer.num_nodes={launch.num_nodes}."
         )
+
+
+def validate_hardware(cfg: DictConfig) -> None:
+    """The trainer's accelerator is on this machine (else Lightning's bare "No supported gpu backend found!"
+    after start-up), and a warning where CPU processes outnumber the cores (each then crawls)."""
+    import os
+    import warnings
+
+    import torch
+
+    from .ddp_launch import processes_per_node
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} asks for a GPU, but this machine has none that torch can use "
+            "(torch.cuda.is_available() is False). To run here on the CPU, add trainer=cpu, or keep the experiment's "
+            "trainer and add trainer.accelerator=cpu trainer.precision=32-true (bf16 and 16-bit mixed precision are "
+            "for GPUs)."
+        )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if accelerator == "cpu" and processes_per_node(cfg) > cores:
+        warnings.warn(
+            f"trainer.devices={processes_per_node(cfg)} CPU processes on {cores} core(s): they share the cores and "
+            f"each step takes several times longer; use trainer.devices={cores} or fewer.",
+            stacklevel=2,
+        )

@@ -30,7 +30,7 @@ from .checkpoint_validation import validate_resume
 from .common import report_config_errors
 from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from .launch_validation import validate_launch
+from .launch_validation import validate_hardware, validate_launch
 from .run_identity import run_identity, wandb_fields
 from .validation import ConfigError, validate_config
 
@@ -117,6 +117,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             error=None,
         )
     try:
+        validate_hardware(cfg)
         validate_config(cfg)
         validate_launch(cfg, launch)
     except Exception as err:

@@ -90,6 +90,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_sampling(cfg.sampling, "sampling", T, groups=True)
     validate_fast_paths(cfg)
     validate_loggers(cfg)
+    validate_data(cfg)
     validate_model_for_data(cfg)
     validate_training_loop(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
@@ -182,6 +183,16 @@ def validate_fast_paths(cfg: DictConfig) -> None:
             "cannot be clipped before it. Use module.fused_optimizer=auto (falls back to the foreach optimizer "
             "here), trainer.precision=bf16-mixed, or trainer.gradient_clip_val=null."
         )
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """The DataModule's constructor holds its rules (a missing image folder, channels, sizes); it reads no data,
+    so it runs before the network is checked against the data's shape."""
+    try:
+        instantiate(cfg.data)
+    except (ValueError, OSError, InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        raise ConfigError(f"data={cfg.data._target_.rsplit('.', 1)[-1]}: {cause}") from err
 
 
 def validate_model_for_data(cfg: DictConfig) -> None:

@@ -233,13 +233,13 @@ class ImageFolderDataModule(ImageDataModule):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {channels}.")
+        if not Path(path).is_dir():
+            raise DatasetFilesError(f"image folder {path} does not exist (set data.path=/your/images).")
         self.path = Path(path)
         self.channels = channels
         self.val_fraction = val_fraction
 
     def load_split(self, split: str) -> Dataset:
-        if not self.path.is_dir():
-            raise DatasetFilesError(f"image folder {self.path} does not exist (set data.path=/your/images).")
         files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         if len(files) < 2:
             raise DatasetFilesError(

@@ -93,12 +93,28 @@ class CheckpointDamagedError(ValueError):
     """A checkpoint file is truncated or corrupted (or its tensors no longer match their checksums)."""
 
 
+def check_is_torch_file(path: Path) -> None:
+    """Refuse a file that torch.save did not write (a zip archive, or a legacy pickle) before loading it, naming
+    what it is instead, so that an image passed as ckpt_path is not reported as pickled objects or damage."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    kinds = {b"\x89PNG": "a PNG image", b"\xff\xd8": "a JPEG image", b"GIF8": "a GIF image", b"{": "JSON text"}
+    kind = next((name for magic, name in kinds.items() if head.startswith(magic)), "not a file torch.save wrote")
+    raise ValueError(
+        f"{path} is not a checkpoint ({kind}): pass a Lightning .ckpt written by ddpm-train, e.g. "
+        "ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt."
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)`` (a pickled payload is refused, never run) and
     check every tensor against the CRC-32 stored when it was saved."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (ckpt_path=...).")
+    check_is_torch_file(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -156,6 +172,7 @@ def process_alive(pid: int) -> bool:
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents with its tensors memory-mapped, not read (``mmap``), so start-up checks can look
     at a multi-GB checkpoint in well under a second (step, stored config, tensor shapes). No checksum check."""
+    check_is_torch_file(Path(path))
     try:
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # not a zip checkpoint (mmap needs one): fall back to a full, still safe, load

@@ -35,7 +35,7 @@ def _missing_message(reason: str) -> str:
     return (
         f"FID needs the InceptionV3 weights {INCEPTION_FILE}, but {reason}. Offline, download it elsewhere from "
         f"{INCEPTION_URL} and either put it at {default_weights_path()} (torch-fidelity's cache) or pass its path "
-        "with metrics.inception_weights=PATH (ddpm-fid: --inception-weights PATH). To train without FID, set "
+        "with metrics.inception_weights=PATH (ddpm-fid: --inception-weights PATH). To run without FID, set "
         "metrics.fid.on_missing_weights=skip."
     )
 
