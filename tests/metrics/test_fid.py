@@ -179,6 +179,33 @@ def test_ddpm_fid_names_the_broken_images_of_a_folder(tmp_path, inception_weight
     assert "ddpm-fid: 1 of the" in err and "broken.png" in err and "Traceback" not in err
 
 
+def test_ddpm_fid_refuses_too_few_or_mixed_size_images_before_extracting(tmp_path, capsys, monkeypatch):
+    """3 images with precision/recall on, or one folder of two sizes, stop before any Inception weights are even
+    looked for, naming the folder and the option; 2 images once gave a negative interval bound."""
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features were extracted before the inputs were checked")
+
+    monkeypatch.setattr("ddpm_lab.cli.fid.resolve_inception_weights", no_extraction)
+    few, many = write_folder(tmp_path / "few", 0, n=3), write_folder(tmp_path / "many", 1)
+    assert fid_main([str(few), str(many)]) == 2
+    err = capsys.readouterr().err
+    assert f"{few} holds 3 images: precision/recall (k=3 nearest neighbours) needs at least 4" in err
+    assert "--no-precision-recall" in err
+    Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(many / "large.png")
+    assert fid_main([str(many), str(many)]) == 2
+    err = capsys.readouterr().err
+    assert f"{many} mixes image sizes" in err and "16x16" in err and "24x24" in err and "Traceback" not in err
+
+
+def test_the_fid_interval_never_goes_below_zero():
+    """FID is a distance: a re-centred bootstrap bound under 0 (tiny sample sets) is cut at 0."""
+    from ddpm_lab.metrics.fid import bootstrap_interval
+
+    low, high = bootstrap_interval(1.0, np.array([-3.0, -2.0, 0.5, 1.0]))
+    assert low == 0.0 and high > 1.0
+
+
 @pytest.mark.slow
 def test_fd_dinov2_equals_torch_fidelity(tmp_path, inception_weights, monkeypatch):
     """FD-DINOv2 through ddpm-fid and through torch-fidelity's own pipeline, on the same folders and the same

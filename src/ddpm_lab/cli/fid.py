@@ -61,6 +61,19 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.array) if self.array is not None else len(self.files)
 
+    def check_one_size(self) -> None:
+        """A ValueError naming two files of different sizes (an .npz array has one size by construction)."""
+        sizes: dict[tuple[int, int], Path] = {}
+        for path in self.files:
+            with Image.open(path) as img:
+                sizes.setdefault(img.size, path)
+            if len(sizes) > 1:
+                (a, first), (b, other) = list(sizes.items())[:2]
+                raise ValueError(
+                    f"{self.path} mixes image sizes: {first} is {a[0]}x{a[1]}, {other} is {b[0]}x{b[1]}. FID reads "
+                    "one set at one size: resize them to one size first (e.g. the size the model generates)."
+                )
+
     def __getitem__(self, index: int) -> torch.Tensor:
         if self.array is not None:
             image = np.asarray(self.array[index])
@@ -128,10 +141,36 @@ def fd_dinov2(args: argparse.Namespace, first: Dataset) -> tuple[float, dict]:
     return frechet_distance(GaussianStats.from_features(features1), stats2), extractor.protocol()
 
 
+# Below the feature dimension the sample covariance is singular and FID is far from its large-sample value.
+FEW_IMAGES = 2048
+
+
+def check_inputs(args: argparse.Namespace, inputs: list[FolderImages]) -> None:
+    """Counts and sizes, before any feature is extracted: precision/recall needs more than k images per input,
+    and one folder's images must share one size (the Inception resize is per batch)."""
+    for images in inputs:
+        if not args.no_precision_recall and len(images) <= PRC_NEIGHBORHOOD:
+            raise ValueError(
+                f"{images.path} holds {len(images)} images: precision/recall (k={PRC_NEIGHBORHOOD} nearest neighbours) "
+                f"needs at least {PRC_NEIGHBORHOOD + 1} per input. Add images, or pass --no-precision-recall."
+            )
+        images.check_one_size()
+        if len(images) < FEW_IMAGES:
+            print(
+                f"ddpm-fid: warning: {images.path} holds {len(images)} images, fewer than the {FEW_IMAGES} Inception "
+                "features: the FID is biased upward and not comparable with published values (papers use 50000).",
+                file=sys.stderr,
+            )
+
+
 def compute(args: argparse.Namespace) -> dict:
+    if not args.ref and not args.path2:
+        raise ValueError("give a second folder, or --ref NAME:SPLIT for a data set's reference statistics.")
+    first = FolderImages(Path(args.path1))
+    second = None if args.ref else FolderImages(Path(args.path2))
+    check_inputs(args, [first] if second is None else [first, second])
     weights = resolve_inception_weights(args.inception_weights)
     extractor = InceptionFeatures(weights, resolve_device(args.device), batch_size=args.batch_size)
-    first = FolderImages(Path(args.path1))
     pool1, logits1 = features_of(first, extractor, args.batch_size)
     if args.ref:
         reference = reference_from_dataset(args.ref, Path(args.data_dir), extractor, Path(args.cache_dir))
@@ -142,9 +181,7 @@ def compute(args: argparse.Namespace) -> dict:
             reference.stats.count,
         )
     else:
-        if not args.path2:
-            raise ValueError("give a second folder, or --ref NAME:SPLIT for a data set's reference statistics.")
-        pool2, _ = features_of(FolderImages(Path(args.path2)), extractor, args.batch_size)
+        pool2, _ = features_of(second, extractor, args.batch_size)
         stats2, features2, second_name, count2 = (
             GaussianStats.from_features(pool2),
             pool2.numpy(),

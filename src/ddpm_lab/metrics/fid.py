@@ -129,6 +129,7 @@ def fid_bootstrap_deviations(
 def bootstrap_interval(fid: float, deviations: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     """``fid`` plus the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the bootstrap deviations.
     Re-centred, not the raw percentiles: resampling with replacement repeats samples, which biases every
-    replicate's FID upward; the interval keeps the spread and drops that bias."""
+    replicate's FID upward; the interval keeps the spread and drops that bias. A Frechet distance is >= 0, so
+    the lower end is cut at 0 (a re-centred bound below 0 comes from very few samples)."""
     low, high = np.quantile(deviations, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return fid + float(low), fid + float(high)
+    return max(0.0, fid + float(low)), fid + float(high)
