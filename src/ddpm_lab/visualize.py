@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import make_grid
 
 from .diffusion import Trajectory
+from .figures import figure
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -112,13 +112,6 @@ def view_limits(data: np.ndarray, samples: np.ndarray, margin: float = 0.15) -> 
         lo, hi = np.minimum(lo, np.percentile(finite, 2, axis=0)), np.maximum(hi, np.percentile(finite, 98, axis=0))
     pad = margin * (hi - lo).max()
     return lo - pad, hi + pad
-
-
-def figure(nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[Figure, object]:
-    """A figure and its axes, on an Agg canvas of its own (``Figure.subplots``; no pyplot state)."""
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols)
 
 
 def _save_figure(fig: Figure, path: str | Path) -> np.ndarray:

@@ -6,9 +6,10 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def report_config_errors(prog: str) -> Callable:
@@ -18,15 +19,19 @@ def report_config_errors(prog: str) -> Callable:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ..metrics.inception import InceptionWeightsError
-    from .validation import ConfigError
+    from .errors import ConfigError
 
     def decorate(task: Callable) -> Callable:
         @functools.wraps(task)
         def run(cfg: Any) -> Any:
             try:
                 return task(cfg)
-            except (ConfigError, InceptionWeightsError) as err:
+            except (ConfigError, FileNotFoundError) as err:
+                if not isinstance(err, ConfigError):
+                    from ..metrics.inception import InceptionWeightsError  # loaded by then: the task built the FID
+
+                    if not isinstance(err, InceptionWeightsError):
+                        raise
                 sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
                 if os.environ.get("HYDRA_FULL_ERROR") == "1" or sweeping:
                     raise
@@ -39,6 +44,8 @@ def report_config_errors(prog: str) -> Callable:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -11,28 +11,25 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..lightning import read_summary, write_summary
-from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
-from ..provenance import code_provenance
-from ..run_record import truncate_history
+from ..run_record import read_summary, truncate_history, write_summary
 from . import CONFIG_DIR
-from .builders import build_callbacks, build_datamodule, build_loggers, build_module
-from .checkpoint_validation import validate_resume
 from .common import report_config_errors
-from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
+from .errors import ConfigError
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
-from .launch_validation import validate_hardware, validate_launch
 from .run_identity import run_identity, wandb_fields
-from .validation import ConfigError, validate_config
+
+if TYPE_CHECKING:
+    import lightning as L
+
+# Lightning, torch and the builders are imported inside train(): `ddpm-train --help`, `--cfg job` and a sweep's
+# launch answer without them (Lightning alone takes 5-10 s to import).
 
 log = logging.getLogger(__name__)
 # Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.
@@ -101,6 +98,9 @@ def _finish_wandb_within(seconds: float) -> None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
+    from .launch_validation import validate_hardware, validate_launch
+    from .validation import validate_config
+
     run_dir = Path(cfg.paths.output_dir)
     launch = detect_launch()
     rank_zero = launch.is_rank_zero
@@ -126,6 +126,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if rendezvous is not None:  # the waiting ranks stop now, with the same reason
             publish(rendezvous, error=f"{type(err).__name__}: {err}")
         raise
+    # Only now the heavy imports: a config error above has answered without Lightning.
+    import lightning as L
+    import torch
+
+    from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
+    from ..provenance import code_provenance
+    from .builders import build_callbacks, build_datamodule, build_loggers, build_module
+    from .checkpoint_validation import validate_resume
+    from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
+
     if rendezvous is not None:
         publish(rendezvous, config=str(write_worker_config(cfg, run_dir)))
 

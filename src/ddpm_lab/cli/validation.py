@@ -16,12 +16,9 @@ from ..diffusion import (
     SPACINGS,
     VAR_TYPES,
 )
-from ..lightning.fast_paths import optimizer_takes_fused
-from ..metrics import InceptionWeightsError
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message says which key, what was wrong and what is allowed."""
+__all__ = ["ConfigError"]  # re-exported: ``from ddpm_lab.cli.validation import ConfigError`` keeps working
 
 
 def _choice(key: str, value, allowed, group: str | None = None) -> None:
@@ -167,6 +164,8 @@ def validate_fast_paths(cfg: DictConfig) -> None:
     module = cfg.module
     if module.get("fused_optimizer") is True:
         from hydra.utils import get_class
+
+        from ..lightning.fast_paths import optimizer_takes_fused
 
         target = cfg.optimizer._target_
         if not optimizer_takes_fused(get_class(target)):
@@ -332,6 +331,8 @@ def validate_fid_options(fid: DictConfig | None) -> None:
     training. Its output dir is not needed for that (and may name a run dir Hydra has not made yet)."""
     if fid is None or "_target_" not in fid:
         return
+    from ..metrics.inception import InceptionWeightsError
+
     try:
         instantiate(fid, output_dir=None, progress=False)
     except InstantiationException as err:

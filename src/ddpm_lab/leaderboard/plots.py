@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..figures import figure
 from ..run_record import read_history
-from ..visualize import figure
 from .ranking import Leaderboard
 from .tables import arm_label, eval_interval
 
