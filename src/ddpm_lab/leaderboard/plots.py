@@ -37,14 +37,19 @@ def plot_arms(board: Leaderboard, path: Path) -> None:
 
 def plot_against_step(board: Leaderboard, path: Path) -> None:
     fig, ax = figure(figsize=(8, 5), dpi=100)
+    longest = 0
     for group in board.groups:
         for arm in group.arms:
             for run in arm.runs:
                 points = [(row["step"], row[board.metric]) for row in read_history(run.path) if board.metric in row]
+                longest = max(longest, len(points))
                 if points:
                     label = arm_label(board, arm) + (f", seed={run.seed}" if arm.summary.n > 1 else "")
                     ax.plot(*zip(*points, strict=True), marker="o", label=label)
     ax.set(xlabel="training step", ylabel=board.metric, title=f"{board.metric} against training step")
+    if longest == 1:  # every run measured once: a curve needs several evaluations (metrics.*.every_n_steps)
+        note = "each run was measured once: no curve to draw (arms.png compares the arms)"
+        ax.text(0.5, 0.95, note, transform=ax.transAxes, ha="center", va="top", fontsize=9)
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
