@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -161,3 +162,18 @@ def test_ddpm_bench_refuses_a_bad_model_or_set_before_any_work(argv, message, ca
         bench_main(argv)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_learned_variance_benchmark_runs_small(tmp_path):
+    """benchmarks/learned_variance_few_steps.py (the IDDPM few-step check): one arm, 2 training steps."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "learned_variance_few_steps.py"
+    spec = importlib.util.spec_from_file_location("learned_variance_few_steps", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    result = script.measure("learned_range_hybrid", 0, 2, tmp_path, num_samples=8)
+    assert set(result) == {"mmd2x1e3_10", "mmd2x1e3_25"} and all(np.isfinite(v) for v in result.values())
+    same = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(script.mmd2(same[:150], same[150:])) < script.mmd2(same[:150] + 1.0, same[150:])
