@@ -237,12 +237,10 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS)
 def test_bad_config_fails_fast_with_its_message(tmp_path, overrides, message, monkeypatch):
-    import ddpm_lab.cli.train as train_module
-
     def must_not_run(*args, **kwargs):
         raise AssertionError("data was loaded before the config was validated")
 
-    monkeypatch.setattr(train_module, "build_datamodule", must_not_run)
+    monkeypatch.setattr("ddpm_lab.cli.builders.build_datamodule", must_not_run)  # train() imports it when it runs
     cfg = compose_config("train", tmp_path, ["logger=csv", "metrics=none", *overrides])
     with pytest.raises(ConfigError, match=message):  # before any data is loaded (must_not_run), not by a clock
         train(cfg)

@@ -85,8 +85,8 @@ def test_a_conditional_data_module_yields_labels(tmp_path, tiny_data_dir):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["experiment=toy_moons", "conditioning=class"], r"needs class labels, but data=Toy2DDataModule has none"),
-        (["data=celeba", "conditioning=class"], r"data=CelebADataModule has none"),
+        (["experiment=toy_moons", "conditioning=class"], r"data=moons has no class labels.*conditioning=none"),
+        (["data=celeba", "conditioning=class"], r"data=celeba has no class labels.*needs digits, mnist or cifar10"),
         (["sampling.guidance_scale=3"], r"guidance_scale=3 guides a class-conditional model.*conditioning=class"),
         (["conditioning=class", "module.p_uncond=1.0"], r"module.p_uncond=1.0 is not valid"),
         (["conditioning=class", "sampling.guidance_scale=-2"], r"sampling.guidance_scale=-2 is not valid"),

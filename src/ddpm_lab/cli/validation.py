@@ -202,7 +202,7 @@ def validate_model_for_data(cfg: DictConfig) -> None:
 
     data_cls, model_cls = get_class(cfg.data._target_), get_class(cfg.model._target_)
     is_points = getattr(data_cls, "kind", "image") == "points"
-    validate_conditioning(cfg, data_cls, model_cls)
+    validate_conditioning(cfg, model_cls)
     if issubclass(model_cls, UNet):
         if is_points:
             raise ConfigError(
@@ -276,22 +276,17 @@ def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) ->
         raise ConfigError(str(cause)) from err
 
 
-def validate_conditioning(cfg: DictConfig, data_cls: type, model_cls: type) -> None:
-    """conditioning=class needs labelled data and a network that takes labels; guidance needs conditioning."""
+def validate_conditioning(cfg: DictConfig, model_cls: type) -> None:
+    """conditioning=class needs a network that takes labels; guidance needs conditioning. (That the data has
+    labels is the DataModule constructor's rule, which ``validate_data`` runs first.)"""
     import inspect
 
     conditional = bool(cfg.data.get("conditional", False))
-    if conditional:
-        if getattr(data_cls, "num_classes", None) is None:
-            raise ConfigError(
-                f"conditioning=class (data.conditional=true) needs class labels, but data={data_cls.__name__} has "
-                "none; use data=digits, mnist or cifar10, or conditioning=none."
-            )
-        if "num_classes" not in inspect.signature(model_cls).parameters:
-            raise ConfigError(
-                f"conditioning=class needs a network that takes class labels, but model={model_cls.__name__} "
-                "does not; use a U-Net (e.g. model=unet_tiny), or conditioning=none."
-            )
+    if conditional and "num_classes" not in inspect.signature(model_cls).parameters:
+        raise ConfigError(
+            f"conditioning=class needs a network that takes class labels, but model={model_cls.__name__} "
+            "does not; use a U-Net (e.g. model=unet_tiny), or conditioning=none."
+        )
     scale = cfg.sampling.get("guidance_scale", 1.0)
     if scale is not None and scale != 1.0 and not conditional:
         raise ConfigError(

@@ -22,6 +22,7 @@ from .formats import (
     load_mnist,
 )
 from .image_datasets import ArrayImages, DiffusionImages, FileImages, check_image_files, resize_uint8
+from .labels import check_conditional
 from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -57,12 +58,7 @@ class ImageDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.seed = seed
-        if conditional and self.num_classes is None:
-            raise ValueError(
-                f"data={self.name} has no class labels, so it cannot train a class-conditional model; "
-                "conditioning=class needs digits, mnist or cifar10 (or use conditioning=none)."
-            )
-        self.conditional = bool(conditional)
+        self.conditional = check_conditional(self.name, self.num_classes, conditional)
         if image_size < 4:
             raise ValueError(f"data.image_size must be >= 4, got {image_size}.")
         if batch_size < 1:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .labels import check_conditional
 from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
 TOY_DATASETS = ("swiss_roll", "moons", "s_curve")
@@ -46,8 +47,10 @@ class Toy2DDataModule(L.LightningDataModule):
         batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        conditional: bool = False,
     ) -> None:
         super().__init__()
+        check_conditional(name, None, conditional)  # 2-D points carry no class labels
         if name not in TOY_DATASETS:
             raise ValueError(f"Unknown toy data set {name!r}; choose one of: {', '.join(TOY_DATASETS)} (data.name).")
         self.name = name
