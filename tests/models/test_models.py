@@ -104,6 +104,24 @@ def test_ema_update_follows_the_formula_with_warmup():
     assert torch.allclose(plain.module.weight, 0.5 * before + 0.5 * net.weight)
 
 
+def test_ema_with_warmup_equals_diffusers_ema_model():
+    """The weight EMA (warm-up on, the default) against diffusers' EMAModel, whose decay at its n-th step is
+    min(decay, (1 + n) / (10 + n)), over 60 updates of a drifting network: equal within 1e-6."""
+    training_utils = pytest.importorskip("diffusers.training_utils")
+    net = torch.nn.Linear(4, 3)
+    ours = EMA(net, decay=0.95, warmup=True)
+    theirs = training_utils.EMAModel(net.parameters(), decay=0.95, min_decay=0.0, use_ema_warmup=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+        ours.update(net)
+        theirs.step(net.parameters())
+    for mine, shadow in zip(ours.module.parameters(), theirs.shadow_params, strict=True):
+        assert torch.allclose(mine, shadow, atol=1e-6, rtol=0)
+
+
 def test_ema_is_in_the_owners_state_dict_and_always_eval():
     owner = torch.nn.Module()
     owner.net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
