@@ -132,3 +132,11 @@ def test_offset_noise_adds_a_per_channel_constant_of_the_given_strength():
     assert abs(noise.var().item() - 1.25) < 0.02
     with pytest.raises(ValueError, match="no spatial dims"):
         training_noise(torch.zeros(8, 2), 0.1)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_zero_terminal_snr_rescale_equals_diffusers(schedule):
+    """Against diffusers' own rescale_zero_terminal_snr (the one its DDIM/DDPM schedulers apply), float64."""
+    theirs = pytest.importorskip("diffusers.schedulers.scheduling_ddim").rescale_zero_terminal_snr
+    betas = make_beta_schedule(schedule, T)
+    assert torch.allclose(rescale_zero_terminal_snr(betas), theirs(betas.clone()), rtol=0, atol=1e-12)
