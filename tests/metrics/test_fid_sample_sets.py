@@ -24,53 +24,59 @@ from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
 EVALUATE = """
 import json, sys
+from pathlib import Path
 import lightning as L
 import numpy as np
 from ddpm_lab.cli.builders import build_datamodule, module_from_checkpoint
 from ddpm_lab.cli.evaluate import _EvaluateAtEnd
 from ddpm_lab.lightning import FIDCallback
 
-ckpt, weights, cache, out, batch_size, devices = sys.argv[1:]
+ckpt, weights, cache, out, devices, *batch_sizes = sys.argv[1:]
 module, run_cfg = module_from_checkpoint(ckpt)
-fid = FIDCallback(every_n_steps=None, num_samples=7, batch_size=int(batch_size), steps=3, reference_num_images=20,
-                  inception_weights=weights, cache_dir=cache, save_samples=True, output_dir=out, progress=False,
-                  bootstrap=0, seed=5)
-ddp = int(devices) > 1
-trainer = L.Trainer(accelerator="cpu", devices=int(devices), strategy="ddp" if ddp else "auto", logger=False,
-                    callbacks=[fid, _EvaluateAtEnd()], limit_val_batches=1, enable_progress_bar=False,
-                    enable_model_summary=False)
-trainer.validate(module, datamodule=build_datamodule(run_cfg), verbose=False)
-if trainer.global_rank == 0:
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    record = {"metrics": metrics, "world_size": trainer.world_size, "protocol": fid.last_protocol}
-    json.dump(record, open(f"{out}/result.json", "w"), default=str)
+for batch_size in batch_sizes:  # one process, one evaluation per batch size
+    folder = Path(out) / f"b{batch_size}"
+    fid = FIDCallback(every_n_steps=None, num_samples=7, batch_size=int(batch_size), steps=3, reference_num_images=20,
+                      inception_weights=weights, cache_dir=cache, save_samples=True, output_dir=folder,
+                      progress=False, bootstrap=0, seed=5)
+    ddp = int(devices) > 1
+    trainer = L.Trainer(accelerator="cpu", devices=int(devices), strategy="ddp" if ddp else "auto", logger=False,
+                        callbacks=[fid, _EvaluateAtEnd()], limit_val_batches=1, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.validate(module, datamodule=build_datamodule(run_cfg), verbose=False)
+    if trainer.global_rank == 0:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        record = {"metrics": metrics, "world_size": trainer.world_size, "protocol": fid.last_protocol}
+        json.dump(record, open(folder / "result.json", "w"), default=str)
 """
 
 
-def evaluation(tmp_path: Path, name: str, ckpt: Path, weights: Path, batch_size: int, ranks: int):
+def evaluations(tmp_path: Path, name: str, ckpt: Path, weights: Path, ranks: int, batch_sizes: list[int]):
+    """{batch size: (uint8 images, record)} from one process (or one torchrun launch of ``ranks`` ranks)."""
     out = tmp_path / name
-    out.mkdir()
     script = tmp_path / "evaluate_fid.py"
     script.write_text(EVALUATE)
-    args = [str(ckpt), str(weights), str(tmp_path / "cache"), str(out), str(batch_size), str(ranks)]
+    args = [str(ckpt), str(weights), str(tmp_path / "cache"), str(out), str(ranks), *map(str, batch_sizes)]
     launch = [sys.executable]
     if ranks > 1:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*launch, str(script), *args], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((out / "result.json").read_text())
-    (npz,) = out.glob("fid_samples_step_*.npz")
-    return np.load(npz)["images"], record
+    found = {}
+    for batch_size in batch_sizes:
+        folder = out / f"b{batch_size}"
+        (npz,) = folder.glob("fid_samples_step_*.npz")
+        found[batch_size] = np.load(npz)["images"], json.loads((folder / "result.json").read_text())
+    return found
 
 
 @pytest.mark.slow
 def test_one_process_two_ranks_and_two_batch_sizes_give_the_same_images_and_fid(tmp_path, inception_weights):
     train(compose_config("train", tmp_path, [*FAST_TRAINER, *TINY_UNET, "logger=csv"]))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    single, one = evaluation(tmp_path, "single_b7", ckpt, inception_weights, batch_size=7, ranks=1)
-    smaller, two = evaluation(tmp_path, "single_b3", ckpt, inception_weights, batch_size=3, ranks=1)
-    ddp, three = evaluation(tmp_path, "ddp_b2", ckpt, inception_weights, batch_size=2, ranks=2)
+    one_process = evaluations(tmp_path, "single", ckpt, inception_weights, ranks=1, batch_sizes=[7, 3])
+    (single, one), (smaller, two) = one_process[7], one_process[3]
+    ddp, three = evaluations(tmp_path, "ddp", ckpt, inception_weights, ranks=2, batch_sizes=[2])[2]
     assert three["world_size"] == 2 and three["protocol"]["world_size"] == 2
     assert one["protocol"]["sample_seeds"] == three["protocol"]["sample_seeds"] == SAMPLE_SEEDS
     assert single.shape == (7, 1, 16, 16) and len({image.tobytes() for image in single}) == 7

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 
+from ddpm_lab.cli import builders
+from ddpm_lab.cli.train import train
+from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 from tests.robustness.test_robustness import RESUME_RUN
 
 pytestmark = pytest.mark.slow
@@ -30,10 +34,29 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
-def test_ctrl_c_is_recorded_as_interrupted_and_resumes(tmp_path, trainer):
+class CtrlC(L.Callback):
+    """A KeyboardInterrupt at step 2, as Ctrl-C raises it in the main thread."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == 2:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_a_single_process_is_recorded_as_interrupted(tmp_path, monkeypatch):
+    """In process: Lightning turns the KeyboardInterrupt into SystemExit(1); the record says interrupted."""
+    real_build = builders.build_callbacks
+    monkeypatch.setattr(builders, "build_callbacks", lambda cfg: [*real_build(cfg), CtrlC()])
+    cfg = compose_config("train", tmp_path, [*FAST_TRAINER, *TINY_UNET, "logger=csv"])
+    with pytest.raises(SystemExit):
+        train(cfg)
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "SystemExit" in record["error"]
+
+
+def test_ctrl_c_under_ddp_is_recorded_as_interrupted_and_resumes(tmp_path):
+    """SIGINT to the whole process group (rank 0 and its worker), as a terminal sends it."""
     run_dir = tmp_path / "run"
-    args = [f"hydra.run.dir={run_dir}", f"paths.root_dir={tmp_path}", f"trainer={trainer}", *SHORT]
+    args = [f"hydra.run.dir={run_dir}", f"paths.root_dir={tmp_path}", "trainer=ddp_cpu", *SHORT]
     interrupt = [
         "+callbacks.interrupt._target_=tests.robustness.helpers.InterruptAtStep",
         "+callbacks.interrupt.step=6",

@@ -232,7 +232,8 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
         assert (tmp_path / "board" / "metric_vs_nfe.png").stat().st_size > 10_000
     for board_line in LEADERBOARDS:  # README's own leaderboard lines, on the sweeps they fit
         ranks_by = re.search(r"--metric (\S+)", board_line)
-        if ranks_by and ranks_by.group(1) != metric:  # no --metric: the sweep's headline metric, which fits all
+        # no --metric ranks by the runs' headline metric; run it on the FID sweeps only, to keep the suite short
+        if (ranks_by.group(1) if ranks_by else "val/fid") != metric:
             continue
         run(board_line.replace("logs/train/multiruns/<date>", str(sweep.relative_to(repo))), repo, env)
         top = re.search(r"--top (\d+)", board_line)
