@@ -151,7 +151,7 @@ def test_gpu_suite_script_is_valid_bash_and_names_every_run():
     [
         (["--set", "base_channels"], r"--set base_channels: use KEY=VALUE with KEY an option of the unet_tiny preset"),
         (["--set", "width=64"], r"--set width=64: use KEY=VALUE .*base_channels, channel_mults"),
-        (["--model", "unet_huge"], r"--model unet_huge: no such preset in conf/model \(presets: mlp, unet_celeba64"),
+        (["--model", "unet_huge"], r"--model unet_huge: no such model preset \(presets: mlp, unet_celeba64"),
     ],
 )
 def test_ddpm_bench_refuses_a_bad_model_or_set_before_any_work(argv, message, capsys, monkeypatch):

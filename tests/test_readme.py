@@ -1,9 +1,11 @@
-"""README stays true: its Python example runs, and its config-group table names exactly what conf/ has."""
+"""README stays true: its Python example runs, and its config-group table names exactly what the package's conf/ has."""
 
 import re
 from pathlib import Path
 
 import pytest
+
+from ddpm_lab.cli import CONFIG_DIR
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
@@ -24,9 +26,9 @@ PRESET_GROUPS = ("ablation", "launcher", "search", "seeds")
 
 def test_readme_lists_every_config_choice():
     rows = dict(re.findall(r"^\| `(\w+)` \| (.+) \|$", README, re.M))
-    groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra")
+    groups = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and p.name != "hydra")
     for group in groups:
-        choices = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
+        choices = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
         if group in PRESET_GROUPS:
             missing = [c for c in sorted(choices) if f"+{group}={c}" not in README and f"`{c}`" not in README]
             assert not missing, f"README's presets table misses +{group}= {missing}"

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from .cli import CONFIG_DIR
+from .cli.common import resolve_device, version_line
 from .diffusion import build_gaussian_diffusion
 from .lightning import DiffusionModule
 from .lightning.fast_paths import COMPILE_MODES
@@ -86,7 +87,7 @@ def timing_window(args: argparse.Namespace, device: torch.device) -> int:
 
 def build(args: argparse.Namespace) -> tuple[DiffusionModule, tuple[int, ...]]:
     shape = (args.channels, args.image_size, args.image_size)
-    # A conf/model preset, with optional overrides (compare_diffusers.py sets its workload's widths).
+    # A model config preset, with optional overrides (compare_diffusers.py sets its workload's widths).
     model_cfg = OmegaConf.merge(
         OmegaConf.load(CONFIG_DIR / "model" / f"{args.model}.yaml"),
         OmegaConf.from_dotlist(getattr(args, "set", None) or []),
@@ -266,7 +267,8 @@ def add_workload_args(p: argparse.ArgumentParser, device: str = "auto") -> argpa
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddpm-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="unet_tiny", help="a conf/model preset (unet_*)")
+    p.add_argument("--version", action="version", version=version_line("ddpm-bench"))
+    p.add_argument("--model", default="unet_tiny", help="a model config preset (unet_*)")
     p.add_argument(
         "--set",
         action="append",
@@ -293,7 +295,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli.common import resolve_device
 
     device = resolve_device(args.device)
     lightning = bench_lightning(args, device)
@@ -356,11 +357,11 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def check_model_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--model must name a conf/model preset and each --set a KEY=VALUE of its options: say so before any work."""
+    """--model must name a model config preset and each --set a KEY=VALUE of its options: say so before any work."""
     preset = CONFIG_DIR / "model" / f"{args.model}.yaml"
     if not preset.is_file():
         names = ", ".join(sorted(f.stem for f in preset.parent.glob("*.yaml")))
-        p.error(f"--model {args.model}: no such preset in conf/model (presets: {names})")
+        p.error(f"--model {args.model}: no such model preset (presets: {names})")
     options = set(OmegaConf.load(preset)) - {"_target_"}
     for item in args.set:
         key = item.split("=", 1)[0]

@@ -182,7 +182,7 @@ BAD_CONFIGS = [
     (["diffusion.num_timesteps=1"], r"num_timesteps=1 is not valid: it must be an integer >= 2"),
     (["variance=learned_range", "loss=mse"], r"var_type='learned_range' learns the reverse variance.*loss=hybrid"),
     (["variance=fixed_large", "loss=hybrid"], r"hybrid' with var_type='fixed_large' trains exactly like loss=mse"),
-    (["data.image_size=18"], r"image size 18 is not divisible by 4.*data.image_size=18"),
+    (["data.image_size=18"], r"cannot be built for data of shape \(1, 18, 18\): image size 18 is not divisible by 4"),
     (["model.attention_resolutions=[5]"], r"attention_resolutions \[5\] are not feature-map sizes.*\[16, 8, 4\]"),
     (
         ["metrics=default", "metrics.fid.on_missing_weights=skip", "metrics.fid.num_samples=1"],
@@ -223,7 +223,7 @@ BAD_CONFIGS = [
     ),
     (
         ["model.base_channels=16"],
-        r"the network cannot be built: num_channels \(48\) must be divisible by num_groups \(32\)",
+        r"the network cannot be built for data of shape \(1, 16, 16\): num_channels \(48\) must be divisible by",
     ),
     (["sampling.spacing=leading"], r"sampling.spacing='leading' is not valid; allowed values: uniform, trailing"),
     (["sampling.sampler=rk4"], r"sampling.sampler='rk4' is not valid; allowed values: ddpm, ddim, euler.*sampler=NAME"),
@@ -240,7 +240,10 @@ def test_bad_config_fails_fast_with_its_message(tmp_path, overrides, message, mo
     def must_not_run(*args, **kwargs):
         raise AssertionError("data was loaded before the config was validated")
 
-    monkeypatch.setattr("ddpm_lab.cli.builders.build_datamodule", must_not_run)  # train() imports it when it runs
+    # Start-up builds the DataModule (its constructor reads no data); loading data is what must not happen.
+    for method in ("prepare_data", "setup"):
+        monkeypatch.setattr(f"ddpm_lab.data.ImageDataModule.{method}", must_not_run)
+    monkeypatch.setattr("ddpm_lab.data.PointsDataModule.points", must_not_run)
     cfg = compose_config("train", tmp_path, ["logger=csv", "metrics=none", *overrides])
     with pytest.raises(ConfigError, match=message):  # before any data is loaded (must_not_run), not by a clock
         train(cfg)

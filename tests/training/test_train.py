@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from ddpm_lab.cli import CONFIG_DIR
 from ddpm_lab.cli.builders import load_checkpoint, module_from_checkpoint
 from ddpm_lab.cli.sample import sample
 from ddpm_lab.cli.train import train
@@ -19,7 +20,7 @@ from ddpm_lab.diffusion import SAMPLERS
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config
 
 REPO = Path(__file__).parents[2]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 TOY = {"toy2d", "toy_swissroll", "toy_moons", "toy_scurve"}
 
 

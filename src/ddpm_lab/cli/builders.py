@@ -19,10 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from ..diffusion import GaussianDiffusion
 from ..lightning import DiffusionModule, MetricsRecordLogger
 from ..lightning.checkpointing import load_checkpoint
+from .contracts import callback_nodes, check_datamodule, check_network_class
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate(cfg.data)
+    """The configured DataModule, checked against what training and the configured callbacks read of it."""
+    datamodule = instantiate(cfg.data)
+    check_datamodule(datamodule, [get_class(node._target_) for node in callback_nodes(cfg)])
+    return datamodule
 
 
 def build_diffusion(cfg: DictConfig) -> GaussianDiffusion:
@@ -62,7 +66,9 @@ def module_factory(cfg: DictConfig):
 def build_network(cfg: DictConfig, sample_shape: Sequence[int], learned_variance: bool) -> torch.nn.Module:
     """The configured network for data of ``sample_shape``; a class-conditional run (conditioning=class) gives
     it the data set's number of classes. Start-up validation calls this on the meta device."""
-    classes = {"num_classes": data_num_classes(cfg)} if cfg.data.get("conditional") else {}
+    conditional = bool(cfg.data.get("conditional"))
+    check_network_class(get_class(cfg.model._target_), conditional)
+    classes = {"num_classes": data_num_classes(cfg)} if conditional else {}
     return instantiate(cfg.model, sample_shape=list(sample_shape), learned_variance=learned_variance, **classes)
 
 
@@ -73,9 +79,7 @@ def data_num_classes(cfg: DictConfig) -> int | None:
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     """The callbacks group plus the metrics group's FID and NLL callbacks (where not null)."""
-    metrics = cfg.get("metrics") or {}
-    nodes = [*(cfg.get("callbacks") or {}).values(), metrics.get("fid"), metrics.get("nll")]
-    callbacks = [instantiate(c) for c in nodes if c is not None and "_target_" in c]
+    callbacks = [instantiate(node) for node in callback_nodes(cfg)]
     if not (cfg.get("trainer") or {}).get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     return callbacks

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .validation import ConfigError, _is_int, validate_added_keys, validate_fid_options, validate_sampling
+from .validation import ConfigError, _is_int, validate_command_line, validate_fid_options, validate_sampling
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
@@ -13,7 +13,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
     before anything loads."""
     from hydra.utils import get_class
 
-    validate_added_keys(cfg)
+    validate_command_line(cfg)
     stored = checkpoint_run_config(cfg.get("ckpt_path"))
     T = stored.diffusion.num_timesteps
     validate_posthoc_ema(cfg)
@@ -90,7 +90,7 @@ def checkpoint_run_config(ckpt) -> DictConfig:
 
 def validate_sample_config(cfg: DictConfig) -> None:
     """``ddpm-sample``: counts, the checkpoint, and the sampler settings against its number of timesteps."""
-    validate_added_keys(cfg)
+    validate_command_line(cfg)
     for key in ("num_samples", "batch_size"):
         if not (_is_int(cfg.get(key)) and cfg.get(key) >= 1):
             raise ConfigError(f"{key}={cfg.get(key)!r} is not valid: use an integer >= 1.")

@@ -8,8 +8,23 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
+
 if TYPE_CHECKING:
     import torch
+
+
+def version_line(prog: str) -> str:
+    """What every CLI's ``--version`` prints: its name and ddpm-lab's version (``ddpm_lab.__version__``)."""
+    return f"{prog} (ddpm-lab) {__version__}"
+
+
+def answer_version(prog: str, argv: list[str] | None = None) -> None:
+    """``--version`` on a Hydra app: print the version and exit before Hydra parses the command line (Hydra has
+    no such flag and would take it for an override)."""
+    if "--version" in (sys.argv[1:] if argv is None else argv):
+        print(version_line(prog))
+        raise SystemExit(0)
 
 
 def report_config_errors(prog: str) -> Callable:

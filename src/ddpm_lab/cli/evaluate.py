@@ -22,7 +22,7 @@ from ..provenance import code_provenance
 from . import CONFIG_DIR
 from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .checkpoint_validation import posthoc_snapshot_dir, validate_eval_config
-from .common import report_config_errors, resolve_device
+from .common import answer_version, report_config_errors, resolve_device
 from .run_identity import arm_fingerprint, task_overrides
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,13 @@ def evaluate(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
 @report_config_errors("ddpm-eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    answer_version("ddpm-eval")
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from ..metrics import (
 )
 from ..metrics.dinov2 import DINOV2_MODELS, DinoV2Features, DinoV2WeightsError
 from ..metrics.fid import BOOTSTRAP_METHOD, PRC_NEIGHBORHOOD, frechet_distance
-from .common import resolve_device
+from .common import resolve_device, version_line
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -215,6 +215,7 @@ def compute(args: argparse.Namespace) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ddpm-fid", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line("ddpm-fid"))
     p.add_argument("path1", help="folder of images (or .npz with arr_0)")
     p.add_argument("path2", nargs="?", help="second folder of images (or .npz)")
     p.add_argument("--ref", help="data set reference NAME:SPLIT instead of path2, e.g. cifar10:train")

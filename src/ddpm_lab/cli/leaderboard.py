@@ -21,6 +21,7 @@ from rich.table import Table
 from ..leaderboard import Leaderboard, Run, arm_rows, build_leaderboard, find_runs, log_to_wandb, write_outputs
 from ..leaderboard.tables import mixed_code_warning
 from ..stats import TEST_METHOD
+from .common import version_line
 
 
 def default_metric(runs: list[Run]) -> str:
@@ -49,6 +50,7 @@ def nothing_to_rank(board: Leaderboard) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ddpm-leaderboard", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=version_line("ddpm-leaderboard"))
     p.add_argument("paths", nargs="+", help="run dirs or dirs containing them (searched recursively)")
     p.add_argument(
         "--metric",

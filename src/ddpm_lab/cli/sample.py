@@ -21,7 +21,7 @@ from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
 from .builders import build_datamodule, module_from_checkpoint
 from .checkpoint_validation import validate_sample_config
-from .common import report_config_errors, resolve_device
+from .common import answer_version, report_config_errors, resolve_device
 
 
 def sample(cfg: DictConfig) -> dict:
@@ -77,8 +77,13 @@ def sample(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
 @report_config_errors("ddpm-sample")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     sample(cfg)
+
+
+def main() -> None:
+    answer_version("ddpm-sample")
+    hydra_main()
 
 
 if __name__ == "__main__":

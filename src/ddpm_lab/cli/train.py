@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..run_record import read_summary, truncate_history, write_summary
 from . import CONFIG_DIR
-from .common import report_config_errors
+from .common import answer_version, report_config_errors
 from .errors import ConfigError
 from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
 from .run_identity import run_identity, wandb_fields
@@ -239,6 +239,22 @@ def run_job(cfg: DictConfig) -> float | None:
 hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(run_job)
 
 
+def command_line_overrides(args: list[str]) -> tuple[list[str], list[str]]:
+    """Hydra's command line split into its overrides and its ``--config-dir``/``-cd`` dirs (other flags
+    dropped)."""
+    overrides, config_dirs, rest = [], [], iter(args)
+    for arg in rest:
+        if arg in ("--config-dir", "-cd"):
+            config_dirs.append(next(rest, ""))
+        elif arg in ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp"):
+            next(rest, None)  # the flag's value
+        elif arg.startswith("--config-dir="):
+            config_dirs.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, config_dirs
+
+
 def rank_zero_config(launch: LaunchEnv, args: list[str]) -> DictConfig:
     """A rank > 0 under torchrun or srun: rank 0's resolved config (its run dir included), once published."""
     from hydra import compose, initialize_config_dir
@@ -250,15 +266,20 @@ def rank_zero_config(launch: LaunchEnv, args: list[str]) -> DictConfig:
             "from a login node (each job then gets its own SLURM tasks), or launch single runs under "
             "torchrun/srun."
         )
-    # Only to find paths.log_dir, where rank 0 publishes: no run dir, no timestamp, nothing written.
+    # Only to find paths.log_dir, where rank 0 publishes: no run dir, no timestamp, nothing written. A user
+    # project's --config-dir is searched as Hydra's command line does (after ddpm-lab's configs).
+    overrides, config_dirs = command_line_overrides(args)
+    if config_dirs:
+        overrides.append(f"hydra.searchpath=[{','.join(f'file://{Path(d).resolve()}' for d in config_dirs)}]")
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=[arg for arg in args if not arg.startswith("-")])
+        cfg = compose(config_name="train", overrides=overrides)
     return OmegaConf.load(wait_for_rank_zero(rendezvous_path(cfg.paths.log_dir, launch.key), PROCESS_START))
 
 
 def main() -> None:
     """``ddpm-train``: the Hydra app on rank 0 (and in single-process runs); ranks > 0 of a torchrun or srun
     launch follow rank 0 instead of running Hydra themselves (one run dir per job, whatever the engine)."""
+    answer_version("ddpm-train")
     launch = detect_launch()
     if launch.external and not launch.is_rank_zero:
         try:

@@ -16,6 +16,7 @@ from ..diffusion import (
     SPACINGS,
     VAR_TYPES,
 )
+from .contracts import callback_nodes, check_network_output
 from .errors import ConfigError
 
 __all__ = ["ConfigError"]  # re-exported: ``from ddpm_lab.cli.validation import ConfigError`` keeps working
@@ -67,8 +68,16 @@ def validate_added_keys(cfg: DictConfig) -> None:
         )
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_command_line(cfg: DictConfig) -> None:
+    """What the command line adds: ``+key=value`` keys and ``--config-dir`` configs (every app, first)."""
+    from .config_dirs import validate_user_config_dirs
+
+    validate_user_config_dirs()
     validate_added_keys(cfg)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    validate_command_line(cfg)
     d = cfg.diffusion
     _choice("diffusion.schedule", d.schedule, sorted(BETA_SCHEDULES), "schedule")
     _choice("diffusion.var_type", d.var_type, VAR_TYPES, "variance")
@@ -87,8 +96,7 @@ def validate_config(cfg: DictConfig) -> None:
     validate_sampling(cfg.sampling, "sampling", T, groups=True)
     validate_fast_paths(cfg)
     validate_loggers(cfg)
-    validate_data(cfg)
-    validate_model_for_data(cfg)
+    validate_model_for_data(cfg, validate_data(cfg))
     validate_training_loop(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
     if fid is not None:
@@ -132,11 +140,7 @@ def logged_metrics(cfg: DictConfig) -> set[str]:
 
     terms = loss_term_names(cfg.diffusion.loss_type)
     names = {f"{split}/{term}" for split in ("train", "val") for term in terms}
-    metrics = cfg.get("metrics") or {}
-    nodes = [*(cfg.get("callbacks") or {}).values(), metrics.get("fid"), metrics.get("nll")]
-    for node in nodes:
-        if node is None or "_target_" not in node:
-            continue
+    for node in callback_nodes(cfg):
         declared = getattr(get_class(node._target_), "logged_metrics", None)
         if declared is not None:
             names |= set(declared(node))
@@ -184,54 +188,41 @@ def validate_fast_paths(cfg: DictConfig) -> None:
         )
 
 
-def validate_data(cfg: DictConfig) -> None:
-    """The DataModule's constructor holds its rules (a missing image folder, channels, sizes); it reads no data,
-    so it runs before the network is checked against the data's shape."""
+def validate_data(cfg: DictConfig):
+    """Build the DataModule as training will (its constructor holds its rules: a missing image folder,
+    channels, sizes; it reads no data) and check it against the DataModule contract; returns it, so the
+    network is checked against the data's own ``sample_shape``."""
+    from .builders import build_datamodule
+
     try:
-        instantiate(cfg.data)
+        return build_datamodule(cfg)
+    except ConfigError:
+        raise
     except (ValueError, OSError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         raise ConfigError(f"data={cfg.data._target_.rsplit('.', 1)[-1]}: {cause}") from err
 
 
-def validate_model_for_data(cfg: DictConfig) -> None:
-    """Check the network against the data's shape from the config alone (no data loaded, nothing built)."""
+def validate_model_for_data(cfg: DictConfig, datamodule) -> None:
+    """Check the network against the data's kind and shape (nothing built on real memory)."""
     from hydra.utils import get_class
 
-    from ..models import UNet, validate_unet_shape
+    from ..models import UNet
 
-    data_cls, model_cls = get_class(cfg.data._target_), get_class(cfg.model._target_)
-    is_points = getattr(data_cls, "kind", "image") == "points"
-    validate_conditioning(cfg, model_cls)
-    if issubclass(model_cls, UNet):
-        if is_points:
-            raise ConfigError(
-                f"model={model_cls.__name__} is for images but data={data_cls.__name__} holds 2-D "
-                "points; use model=mlp."
-            )
-        channels = cfg.data.get("channels", getattr(data_cls, "channels", 3))
-        try:
-            validate_unet_shape(
-                (channels, int(cfg.data.image_size), int(cfg.data.image_size)),
-                cfg.model.base_channels,
-                list(cfg.model.channel_mults),
-                list(cfg.model.attention_resolutions),
-                cfg.model.get("num_groups", 32),
-                cfg.model.get("num_heads", 1),
-            )
-        except ValueError as err:
-            raise ConfigError(
-                f"{err} (data.image_size={cfg.data.image_size}, model.channel_mults={list(cfg.model.channel_mults)}, "
-                f"model.attention_resolutions={list(cfg.model.attention_resolutions)})"
-            ) from err
+    model_cls = get_class(cfg.model._target_)
+    data_name = type(datamodule).__name__
+    is_points = getattr(datamodule, "kind", "image") == "points"
+    validate_conditioning(cfg)
+    if issubclass(model_cls, UNet) and is_points:
+        raise ConfigError(f"model={model_cls.__name__} is for images but data={data_name} holds points; use model=mlp.")
     if is_points and cfg.diffusion.get("offset_noise", 0.0):
         raise ConfigError(
             f"diffusion.offset_noise={cfg.diffusion.offset_noise} shifts whole image channels, but "
-            f"data={data_cls.__name__} holds points (no spatial dims); use diffusion.offset_noise=0."
+            f"data={data_name} holds points (no spatial dims); use diffusion.offset_noise=0."
         )
     if not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
-    validate_network_builds(cfg, data_cls, is_points)
+    validate_network_builds(cfg, list(datamodule.sample_shape))
 
 
 def validate_loggers(cfg: DictConfig) -> None:
@@ -247,27 +238,30 @@ def validate_loggers(cfg: DictConfig) -> None:
             )
 
 
-def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) -> None:
-    """Build the network and the module on PyTorch's meta device (shapes only, no memory, milliseconds):
-    every rule of their constructors (GroupNorm divisibility of concatenated skips, head counts, the module's
-    switches, schedules and policies, ...) is checked once, there."""
+def validate_network_builds(cfg: DictConfig, shape: list[int]) -> None:
+    """Build the network and the module on PyTorch's meta device (shapes only, no memory, milliseconds) and run
+    the network once there: every rule of their constructors (GroupNorm divisibility of concatenated skips, head
+    counts, the module's switches, schedules and policies, ...) and the network contract (its arguments, its
+    call and output shape) are checked once, there."""
     import torch
 
     from .builders import build_diffusion, build_module, build_network
 
-    if is_points:
-        shape = list(data_cls.sample_shape)
-    else:
-        size = int(cfg.data.get("image_size", getattr(data_cls, "image_size", 32)))
-        shape = [int(cfg.data.get("channels", getattr(data_cls, "channels", 3))), size, size]
     diffusion = build_diffusion(cfg)
+    conditional = bool(cfg.data.get("conditional", False))
     try:
         with torch.device("meta"):
-            build_network(cfg, shape, learned_variance=diffusion.learned_variance)
+            network = build_network(cfg, shape, learned_variance=diffusion.learned_variance)
+    except ConfigError:
+        raise
     except (ValueError, TypeError, InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
         settings = ", ".join(f"model.{k}={v}" for k, v in cfg.model.items() if not str(k).startswith("_"))
-        raise ConfigError(f"the network cannot be built: {cause} ({settings}).") from err
+        raise ConfigError(
+            f"the network cannot be built for data of shape {tuple(shape)}: {cause} ({settings})."
+        ) from err
+    with torch.device("meta"), torch.no_grad():
+        check_network_output(network, shape, diffusion.learned_variance, conditional)
     try:
         with torch.device("meta"):
             build_module(cfg, shape, diffusion=diffusion)
@@ -276,17 +270,10 @@ def validate_network_builds(cfg: DictConfig, data_cls: type, is_points: bool) ->
         raise ConfigError(str(cause)) from err
 
 
-def validate_conditioning(cfg: DictConfig, model_cls: type) -> None:
-    """conditioning=class needs a network that takes labels; guidance needs conditioning. (That the data has
-    labels is the DataModule constructor's rule, which ``validate_data`` runs first.)"""
-    import inspect
-
+def validate_conditioning(cfg: DictConfig) -> None:
+    """Guidance needs conditioning. (That the data has labels is the DataModule constructor's rule, and that
+    the network takes them the network contract's: both are checked where those are built.)"""
     conditional = bool(cfg.data.get("conditional", False))
-    if conditional and "num_classes" not in inspect.signature(model_cls).parameters:
-        raise ConfigError(
-            f"conditioning=class needs a network that takes class labels, but model={model_cls.__name__} "
-            "does not; use a U-Net (e.g. model=unet_tiny), or conditioning=none."
-        )
     scale = cfg.sampling.get("guidance_scale", 1.0)
     if scale is not None and scale != 1.0 and not conditional:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""Lightning DataModules: MNIST, CIFAR-10, CelebA, offline digits, image folders and 2-D toy sets."""
+"""Lightning DataModules: MNIST, CIFAR-10, CelebA, offline digits, image folders, 2-D toy sets, and
+the bases a user project subclasses: ImageDataModule (images) and PointsDataModule (points)."""
 
 from .datamodules import (
     CelebADataModule,
@@ -9,6 +10,7 @@ from .datamodules import (
     MNISTDataModule,
 )
 from .formats import DatasetFilesError, DatasetMissingError
+from .points import PointsDataModule
 from .toy2d import TOY_DATASETS, Toy2DDataModule, make_toy_points
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "PointsDataModule",
     "Toy2DDataModule",
     "make_toy_points",
 ]

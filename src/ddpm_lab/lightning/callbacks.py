@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -32,6 +32,9 @@ class SampleImagesCallback(L.Callback):
     too), logging both to every image logger. For 2-D data: a scatter over held-out data with reverse paths.
     A class-conditional model draws every class equally often, one class per grid column.
     """
+
+    # What it reads of the DataModule, by data kind (checked at start-up: ddpm_lab.cli.contracts).
+    datamodule_needs: ClassVar[dict[str, tuple[str, ...]]] = {"points": ("points",)}
 
     def __init__(
         self,
@@ -93,6 +96,8 @@ class SampleDistanceCallback(L.Callback):
     generated points (EMA weights) and the held-out validation points, logged as ``val/sample_distance``
     (and its signed square ``val/sample_mmd2``, which still tells converged runs apart); the
     same distance for as many N(0, I) samples is logged as ``val/sample_distance_gaussian`` for scale."""
+
+    datamodule_needs: ClassVar[dict[str, tuple[str, ...]]] = {"points": ("points", "reference_split")}
 
     def __init__(self, num_samples: int = 2000, seed: int = 1) -> None:
         super().__init__()

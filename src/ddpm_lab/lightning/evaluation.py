@@ -4,7 +4,7 @@ logger; NLL bits/dim (``NLLCallback``) here, FID and friends in ``fid_callback``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -77,6 +77,8 @@ class NLLCallback(PeriodicEvaluation):
     """Every ``every_n_steps`` (and at the last step): the variational bound in bits/dim
     (``GaussianDiffusion.nll_bits_per_dim``) on a fixed subset (the first ``num_images``) of ``split``,
     sharded over ranks and averaged, logged as ``val/nll_bpd``. Images only (the decoder is 8-bit)."""
+
+    datamodule_needs: ClassVar[dict[str, tuple[str, ...]]] = {"image": ("images",)}
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -41,6 +41,8 @@ class FIDCallback(PeriodicEvaluation):
     and ``val/precision``/``val/recall`` against the real ``reference_split``; with ``num_evals`` > 1 the
     mean over that many sample sets, and ``val/fid_min``/``val/fid_std``. The best FID and its step go to
     the W&B summary and metrics.json, together with the full protocol of the measurement."""
+
+    datamodule_needs: ClassVar[dict[str, tuple[str, ...]]] = {"image": ("images", "name", "reference_split")}
 
     def __init__(
         self,

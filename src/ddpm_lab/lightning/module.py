@@ -33,8 +33,9 @@ SAMPLING_DEFAULTS = {
 
 class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
     """Args:
-    network: ``network(x_t, t)`` with ``in_channels``/``out_channels`` attributes (UNet, MLPDenoiser); a
-        class-conditional one (``num_classes`` set) is ``network(x_t, t, y)`` and trains on (x, y) batches.
+    network: ``network(x_t, t)`` (the contract in ``ddpm_lab.cli.contracts``); a class-conditional one
+        (``num_classes`` set) is ``network(x_t, t, y)`` and trains on (x, y) batches. With ``in_channels`` and
+        ``out_channels`` attributes (UNet, MLPDenoiser) they are checked against the variance type here.
     diffusion: the process, parameterisation, variance and loss.
     optimizer: a partial optimiser, called with the network's parameters (Hydra ``_partial_: true``).
     sample_shape: shape of one data point, e.g. (3, 32, 32) or (2,).
@@ -74,7 +75,8 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
             raise ValueError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
         self.num_classes: int | None = getattr(network, "num_classes", None)
         self.p_uncond = float(p_uncond)
-        diffusion.check_model_channels(network.out_channels, network.in_channels)
+        if hasattr(network, "out_channels") and hasattr(network, "in_channels"):  # ours; the builders check any
+            diffusion.check_model_channels(network.out_channels, network.in_channels)  # network by a forward pass
         if timestep_sampler == "loss_aware" and diffusion.loss_type not in ("kl", "hybrid"):
             raise ValueError(
                 "timestep_sampler=loss_aware weights timesteps by their vlb term, which loss="
