@@ -28,7 +28,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from ddpm_lab.cli.builders import build_datamodule, module_from_checkpoint
-from ddpm_lab.cli.evaluate import _EvaluateAtEnd
+from ddpm_lab.lightning.evaluation import EvaluateAtValidationEnd
 from ddpm_lab.lightning import FIDCallback
 
 ckpt, weights, cache, out, devices, *batch_sizes = sys.argv[1:]
@@ -40,7 +40,7 @@ for batch_size in batch_sizes:  # one process, one evaluation per batch size
                       progress=False, bootstrap=0, seed=5)
     ddp = int(devices) > 1
     trainer = L.Trainer(accelerator="cpu", devices=int(devices), strategy="ddp" if ddp else "auto", logger=False,
-                        callbacks=[fid, _EvaluateAtEnd()], limit_val_batches=1, enable_progress_bar=False,
+                        callbacks=[fid, EvaluateAtValidationEnd()], limit_val_batches=1, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.validate(module, datamodule=build_datamodule(run_cfg), verbose=False)
     if trainer.global_rank == 0:

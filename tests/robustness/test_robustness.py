@@ -259,6 +259,22 @@ def test_more_cpu_processes_than_cores_is_warned_about(tmp_path, monkeypatch):
         validate_hardware(cfg)
 
 
+def test_a_network_far_larger_than_its_images_is_warned_about_and_the_presets_are_not(tmp_path):
+    import warnings
+
+    from ddpm_lab.cli.validation import validate_config
+
+    cfg = compose_config("train", tmp_path, ["model=unet_cifar10", "metrics=none"])  # on the quickstart's digits
+    with pytest.warns(UserWarning, match=r"model=UNet has 34.8M parameters for images of 256 values \(1x16x16\)"):
+        validate_config(cfg)
+    for experiment in ("quickstart", "mnist", "cifar10_ddpm", "celeba64"):
+        cfg = compose_config("train", tmp_path, [f"experiment={experiment}", "metrics=none"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            validate_config(cfg)
+        assert not [w for w in caught if "parameters for images" in str(w.message)], experiment
+
+
 def test_a_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
     from ddpm_lab.cli.checkpoint_validation import checkpoint_run_config
 

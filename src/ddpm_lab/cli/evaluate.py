@@ -9,21 +9,16 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from ..diffusion import model_evaluations, resolve_sampling
-from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback, read_summary, write_summary
-from ..lightning.checkpointing import peek_checkpoint
-from ..lightning.evaluation import PeriodicEvaluation
-from ..lightning.posthoc_ema import tracked_emas
-from ..models.posthoc_ema import MAX_PROFILE_ERROR, reconstruct
-from ..provenance import code_provenance
+from ..run_record import read_summary, write_summary
 from . import CONFIG_DIR
-from .builders import build_callbacks, build_datamodule, module_from_checkpoint
 from .checkpoint_validation import posthoc_snapshot_dir, validate_eval_config
 from .common import answer_version, report_config_errors, resolve_device
 from .run_identity import arm_fingerprint, task_overrides
+
+# Lightning, the diffusion and the builders are imported inside evaluate(), after the config is validated:
+# `ddpm-eval --help` and a config error answer without them.
 
 log = logging.getLogger(__name__)
 # The evaluation settings that do not make another arm (the sampler, steps and weights do: choices/protocol).
@@ -47,6 +42,10 @@ def load_posthoc_ema(cfg: DictConfig, module) -> dict | None:
     std = (cfg.get("ema") or {}).get("posthoc_std")
     if std is None:
         return None
+    from ..lightning.checkpointing import peek_checkpoint
+    from ..lightning.posthoc_ema import tracked_emas
+    from ..models.posthoc_ema import MAX_PROFILE_ERROR, reconstruct
+
     checkpoint = peek_checkpoint(cfg.ckpt_path)
     step = int(checkpoint.get("global_step", 0))
     rebuilt = reconstruct(posthoc_snapshot_dir(cfg), step, sigma_rel=float(std), tracked=tracked_emas(checkpoint))
@@ -64,17 +63,16 @@ def load_posthoc_ema(cfg: DictConfig, module) -> dict | None:
     }
 
 
-class _EvaluateAtEnd(L.Callback):
-    """Runs the FID/NLL callbacks' measurements once, after the validation pass."""
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        for callback in trainer.callbacks:
-            if isinstance(callback, PeriodicEvaluation):
-                callback.evaluate(trainer, pl_module)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     validate_eval_config(cfg)
+    import lightning as L
+
+    from ..diffusion import model_evaluations, resolve_sampling
+    from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback
+    from ..lightning.evaluation import EvaluateAtValidationEnd
+    from ..provenance import code_provenance
+    from .builders import build_callbacks, build_datamodule, module_from_checkpoint
+
     device = resolve_device(cfg.device)
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path)
     if not cfg.use_ema:
@@ -91,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
     else:
         callbacks = [
             *build_callbacks(OmegaConf.create({"metrics": OmegaConf.to_container(cfg.metrics, resolve=True)})),
-            _EvaluateAtEnd(),
+            EvaluateAtValidationEnd(),
         ]
     trainer = L.Trainer(
         accelerator=device.type,

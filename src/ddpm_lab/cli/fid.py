@@ -4,7 +4,7 @@ folder and a data set's cached reference.
     ddpm-fid samples/ real_images/
     ddpm-fid samples/ --ref cifar10:train --data-dir data --inception-weights weights-inception-2015-12-05-6726825d.pth
 
-Folders are searched recursively for .png/.jpg/.jpeg/.bmp/.webp; images are read as RGB uint8 at their own
+Folders are searched recursively for .png/.jpg/.jpeg/.bmp/.webp/.tif(f); images are read as RGB uint8 at their own
 size (the Inception resize to 299 is part of the protocol) and an .npz with ``arr_0`` (N, H, W, C) uint8 is
 accepted too. Prints the numbers and the protocol as JSON.
 """
@@ -22,7 +22,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.image_datasets import check_image_files
+from ..data.image_datasets import check_image_files, image_files
 from ..metrics import (
     GaussianStats,
     InceptionFeatures,
@@ -37,8 +37,6 @@ from ..metrics.dinov2 import DINOV2_MODELS, DinoV2Features, DinoV2WeightsError
 from ..metrics.fid import BOOTSTRAP_METHOD, PRC_NEIGHBORHOOD, frechet_distance
 from .common import resolve_device, version_line
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-
 
 class FolderImages(Dataset):
     """uint8 (3, H, W) RGB images of a folder (recursive, sorted) or of an .npz's ``arr_0``."""
@@ -51,7 +49,7 @@ class FolderImages(Dataset):
                 self.array = data["arr_0"]
             self.files = []
         elif path.is_dir():
-            self.files = sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS)
+            self.files = image_files(path)
             check_image_files(self.files, f"folder {path}")
         else:
             raise FileNotFoundError(f"{path} is neither an image folder nor an .npz file.")

@@ -9,23 +9,26 @@ import json
 from pathlib import Path
 
 import hydra
-import numpy as np
-import torch
 from omegaconf import DictConfig
-from PIL import Image
-from tqdm.auto import tqdm
 
-from ..diffusion import balanced_labels, resolve_sampling
-from ..diffusion.noise import per_sample_generators
-from ..visualize import save_image_grid, save_points_figure, to_uint8
 from . import CONFIG_DIR
-from .builders import build_datamodule, module_from_checkpoint
 from .checkpoint_validation import validate_sample_config
 from .common import answer_version, report_config_errors, resolve_device
 
 
 def sample(cfg: DictConfig) -> dict:
     validate_sample_config(cfg)
+    # Imported once the config is valid: `ddpm-sample --help` and a config error answer without Lightning.
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..diffusion import balanced_labels, resolve_sampling
+    from ..diffusion.noise import per_sample_generators
+    from ..visualize import save_image_grid, save_points_figure, to_uint8
+    from .builders import build_datamodule, module_from_checkpoint
+
     device = resolve_device(cfg.device)
     module, run_cfg = module_from_checkpoint(cfg.ckpt_path, map_location=device)
     module.to(device)

@@ -21,11 +21,17 @@ from .formats import (
     load_cifar10,
     load_mnist,
 )
-from .image_datasets import ArrayImages, DiffusionImages, FileImages, check_image_files, resize_uint8
+from .image_datasets import (
+    IMAGE_EXTENSIONS,
+    ArrayImages,
+    DiffusionImages,
+    FileImages,
+    check_image_files,
+    image_files,
+    resize_uint8,
+)
 from .labels import check_conditional
 from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -236,10 +242,10 @@ class ImageFolderDataModule(ImageDataModule):
         self.val_fraction = val_fraction
 
     def load_split(self, split: str) -> Dataset:
-        files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = image_files(self.path)
         if len(files) < 2:
             raise DatasetFilesError(
-                f"image folder {self.path} holds {len(files)} images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                f"image folder {self.path} holds {len(files)} images ({', '.join(IMAGE_EXTENSIONS)}); "
                 "at least 2 are needed."
             )
         if not self._splits:  # the first split loaded: every file at start-up, not one mid-training

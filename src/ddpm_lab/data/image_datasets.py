@@ -17,6 +17,14 @@ from torch.utils.data import Dataset
 
 from .formats import DatasetFilesError
 
+# The image files an image folder (ImageFolderDataModule, ddpm-fid) is made of.
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder`` (recursive, by extension, case-insensitive), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 (N, C, H, W) to (N, C, size, size) with antialiased bilinear filtering, rounding back."""

@@ -132,3 +132,12 @@ class NLLCallback(PeriodicEvaluation):
             },
         )
         return value
+
+
+class EvaluateAtValidationEnd(L.Callback):
+    """``ddpm-eval``: runs the FID/NLL callbacks' measurements once, after its validation pass."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        for callback in trainer.callbacks:
+            if isinstance(callback, PeriodicEvaluation):
+                callback.evaluate(trainer, pl_module)
