@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+from .atomic_files import write_text_atomically
 from .metric_registry import direction, is_better
 
 HISTORY_FILE = "metrics.jsonl"
 SUMMARY_FILE = "metrics.json"
-
-
-def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -55,9 +48,7 @@ def truncate_history(run_dir: str | Path, step: int) -> int:
 
     kept = [row for row in rows if stands(row)]
     if len(kept) < len(rows):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        os.replace(tmp, path)
+        write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in kept))
     return len(rows) - len(kept)
 
 
@@ -91,5 +82,5 @@ def write_summary(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     summary = read_summary(run_dir) or {}
     summary.update(fields)
     summary.update(summarize_history(read_history(run_dir)))
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    write_text_atomically(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return summary

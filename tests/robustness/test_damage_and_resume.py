@@ -13,16 +13,12 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from ddpm_lab.atomic_files import remove_stale_temp_files
 from ddpm_lab.cli.builders import module_from_checkpoint
 from ddpm_lab.cli.train import train
 from ddpm_lab.cli.validation import ConfigError
 from ddpm_lab.lightning import checkpointing
-from ddpm_lab.lightning.checkpointing import (
-    AtomicCheckpointIO,
-    CheckpointDamagedError,
-    load_checkpoint,
-    remove_stale_temp_files,
-)
+from ddpm_lab.lightning.checkpointing import AtomicCheckpointIO, CheckpointDamagedError, load_checkpoint
 from ddpm_lab.run_record import read_history
 from ddpm_lab.visualize import view_limits
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config

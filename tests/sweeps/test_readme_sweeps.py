@@ -209,6 +209,9 @@ def test_readme_sweep_runs_as_pasted(line, tmp_path):
     for job in jobs:
         summary = json.loads((job / "metrics.json").read_text())
         assert summary["status"] == "completed", (job, summary.get("error"))
+        # Hydra's per-job log holds Lightning's messages and ddpm-lab's own (it was empty before)
+        job_log = (job / ("evaluate.log" if task == "eval" else "train.log")).read_text()
+        assert "Trainer" in job_log and ("evaluated " if task == "eval" else "completed at step ") in job_log
         if task == "train":
             assert len(list(job.glob("wandb/offline-run-*"))) == 1, "one W&B run per job"
     assert not list((repo / "logs" / task).glob("runs/*")), "a sweep writes no single-run dirs"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .validation import ConfigError, _is_int, validate_command_line, validate_fid_options, validate_sampling
+from ..checks import is_int
+from .validation import ConfigError, validate_command_line, validate_fid_options, validate_sampling
 
 
 def validate_eval_config(cfg: DictConfig) -> None:
@@ -92,7 +93,7 @@ def validate_sample_config(cfg: DictConfig) -> None:
     """``ddpm-sample``: counts, the checkpoint, and the sampler settings against its number of timesteps."""
     validate_command_line(cfg)
     for key in ("num_samples", "batch_size"):
-        if not (_is_int(cfg.get(key)) and cfg.get(key) >= 1):
+        if not (is_int(cfg.get(key)) and cfg.get(key) >= 1):
             raise ConfigError(f"{key}={cfg.get(key)!r} is not valid: use an integer >= 1.")
     stored = checkpoint_run_config(cfg.get("ckpt_path"))
     validate_sampling(cfg.sampling, "sampling", stored.diffusion.num_timesteps)

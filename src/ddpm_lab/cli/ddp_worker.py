@@ -19,7 +19,7 @@ RANK0_PID_ENV = "DDPM_LAB_RANK0_PID"
 
 
 def rank_zero_alive(pid: int) -> bool:
-    from ..lightning.checkpointing import process_alive
+    from ..atomic_files import process_alive
 
     # A dead parent's children are re-parented, so a reused pid is not taken for rank 0.
     return process_alive(pid) and os.getppid() == pid

@@ -114,6 +114,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "fid_protocol": protocol,
     }
     (out / "eval_metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info(f"evaluated {cfg.ckpt_path}: {out / 'eval_metrics.json'}")
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
     sampling = resolve_sampling(module.sampling, fid.sampling if fid else {})
     steps = sampling["steps"] or module.diffusion.num_timesteps

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic_files import write_text_atomically
+
 RENDEZVOUS_DIR = ".rendezvous"
 # How long ranks > 0 wait for rank 0's config (Hydra start-up and validation take seconds; a slow shared
 # file system may take longer).
@@ -93,10 +95,7 @@ def rendezvous_path(log_dir: str | Path, key: str) -> Path:
 
 def publish(path: Path, *, config: str | None = None, error: str | None = None) -> None:
     """Rank 0: tell the other ranks where the job's resolved config is (or why there is none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"config": config, "error": error, "time": time.time()}))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps({"config": config, "error": error, "time": time.time()}))
 
 
 def wait_for_rank_zero(path: Path, started: float, timeout_s: float = RENDEZVOUS_TIMEOUT_S) -> str:

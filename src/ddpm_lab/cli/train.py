@@ -130,7 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from ..lightning.checkpointing import AtomicCheckpointIO, remove_stale_temp_files
+    from ..atomic_files import remove_stale_temp_files
+    from ..lightning.checkpointing import AtomicCheckpointIO
     from ..provenance import code_provenance
     from .builders import build_callbacks, build_datamodule, build_loggers, build_module
     from .checkpoint_validation import validate_resume
@@ -206,6 +207,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         world_size=trainer.world_size,
         wall_time_s=time.time() - started,
     )
+    # In the run dir's train.log too (with Lightning's messages), which Hydra writes for every job.
+    log.info(f"completed at step {trainer.global_step} in {summary['wall_time_s']:.0f} s; run dir {run_dir}")
     print(f"ddpm-train: run dir {run_dir}", file=sys.stderr)
     return summary
 

@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..checks import is_int, is_number
 from ..diffusion import (
     BETA_SCHEDULES,
     LOSS_TYPES,
@@ -114,17 +115,17 @@ def validate_sampling(node, prefix: str, num_timesteps: int | None = None, group
     if node.get("spacing") is not None:
         _choice(f"{prefix}.spacing", node.spacing, SPACINGS)
     steps, top = node.get("steps"), num_timesteps
-    if steps is not None and not (_is_int(steps) and 1 <= steps <= (top or steps)):
+    if steps is not None and not (is_int(steps) and 1 <= steps <= (top or steps)):
         bound = f"an integer in [1, {top}]" if top else "an integer >= 1"
         raise ConfigError(f"{prefix}.steps={steps!r} is not valid: use null (all steps) or {bound}.")
     scale = node.get("guidance_scale")
-    if scale is not None and not _is_non_negative_number(scale):
+    if scale is not None and not (is_number(scale) and scale >= 0):
         raise ConfigError(
             f"{prefix}.guidance_scale={scale!r} is not valid: use a number >= 0 (1 = the conditional model, "
             "0 = unconditional, > 1 guided)."
         )
     eta = node.get("eta")
-    if eta is not None and not _is_non_negative_number(eta):
+    if eta is not None and not (is_number(eta) and eta >= 0):
         raise ConfigError(
             f"{prefix}.eta={eta!r} is not valid: use a number >= 0 (0 = deterministic; 1 = DDPM-like noise for "
             "ddim and euler_ancestral)."
@@ -354,20 +355,12 @@ def validate_fid_options(fid: DictConfig | None) -> None:
         raise ConfigError(str(err)) from err
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_non_negative_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-
-
 def validate_training_loop(cfg: DictConfig) -> None:
     """Step counts and the optimizer's own arguments (torch's checks, run on one dummy parameter now)."""
     import torch
 
     max_steps = (cfg.get("trainer") or {}).get("max_steps", -1)
-    if not _is_int(max_steps) or (max_steps < 1 and max_steps != -1):
+    if not is_int(max_steps) or (max_steps < 1 and max_steps != -1):
         raise ConfigError(
             f"trainer.max_steps={max_steps!r} is not valid: use a positive number of optimizer steps (e.g. "
             "trainer.max_steps=1000), or -1 to stop by trainer.max_epochs instead."

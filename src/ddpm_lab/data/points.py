@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..checks import is_int
 from .labels import check_conditional
 from .resumable import ResumableDataLoader, ResumableSampler, eval_loader
 
@@ -35,7 +36,7 @@ class PointsDataModule(L.LightningDataModule):
         super().__init__()
         check_conditional(self.name, None, conditional)  # points carry no class labels
         for key, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            if not is_int(value) or value < 2:
                 raise ValueError(f"data.{key}={value!r} is not valid: use an integer >= 2.")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}.")

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..checks import is_int
+
 
 def _world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -132,7 +134,7 @@ def eval_loader(dataset: Dataset, batch_size: int, seed: int, trainer: Any = Non
     own generator: creating its iterator must not draw from the global RNG (exact resume)."""
     size = len(dataset)
     limit = getattr(trainer, "limit_val_batches", None)
-    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+    if is_int(limit) and limit > 0:
         size = min(size, limit * batch_size)
     return DataLoader(
         IndexedItems(dataset),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import is_int
+
 SPACINGS = ("uniform", "trailing", "quadratic", "karras")
 KARRAS_RHO = 7.0
 # alpha-bar floor where sigma would be infinite (a zero-terminal-SNR schedule): diffusers' value, 2^-24.
@@ -24,7 +26,7 @@ MIN_ALPHA_BAR = 2.0**-24
 
 
 def _check_steps(num_timesteps: int, steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= num_timesteps:
+    if not is_int(steps) or not 1 <= steps <= num_timesteps:
         raise ValueError(
             f"Cannot respace a {num_timesteps}-step chain to {steps!r} steps: steps must be an integer in "
             f"[1, {num_timesteps}] (or None for all steps)."

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from ..checks import is_int
+
 MAX_BETA = 0.999
 
 
@@ -101,7 +103,7 @@ def make_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
             f"Unknown beta schedule {name!r}. Choose one of: {', '.join(sorted(BETA_SCHEDULES))} "
             "(e.g. schedule=cosine on the ddpm-train command line)."
         )
-    if isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int) or num_timesteps < 2:
+    if not is_int(num_timesteps) or num_timesteps < 2:
         # T = 1 leaves no reverse step but the decoder: a chain needs at least 2 steps.
         raise ValueError(
             f"num_timesteps={num_timesteps!r} is not valid: it must be an integer >= 2 (DDPM uses 1000; set "

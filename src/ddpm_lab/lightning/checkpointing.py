@@ -13,7 +13,6 @@ Python), as tensors and plain numbers only, so they load under weights_only=True
 from __future__ import annotations
 
 import errno
-import os
 import pickle
 import random
 import shutil
@@ -26,8 +25,9 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
+from ..atomic_files import atomic_path
+
 CHECKSUMS_KEY = "ddpm_lab_checksums"
-TEMP_MARKER = ".tmp-"
 
 
 def _tensors(value: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -68,22 +68,14 @@ def _describe_write_failure(err: BaseException, path: Path) -> str | None:
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
         try:
-            with open(tmp, "wb") as handle:
+            with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
                 torch.save({**checkpoint, CHECKSUMS_KEY: tensor_checksums(checkpoint)}, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
         except (OSError, RuntimeError) as err:
             message = _describe_write_failure(err, path)
             if message is None:
                 raise
             raise OSError(errno.ENOSPC, message) from err
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return load_checkpoint(path, map_location or "cpu")
@@ -144,28 +136,6 @@ def _damaged(path: Path, detail: str) -> str:
         "evaluate from an earlier checkpoint (checkpoints/step_*.ckpt), or train again."
     )
 
-
-def remove_stale_temp_files(directory: str | Path) -> list[Path]:
-    """Delete the temp files (``.NAME.tmp-PID``) that saves killed mid-write left in ``directory``; a file whose
-    writer is still alive is kept. Returns the files removed."""
-    removed = []
-    for tmp in Path(directory).glob(f".*{TEMP_MARKER}*") if Path(directory).is_dir() else []:
-        pid = tmp.name.rsplit(TEMP_MARKER, 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a process we may not signal still exists)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from ..checks import is_int
 from ..run_record import write_summary
 from .metrics_record import MetricsRecordLogger
 
@@ -53,7 +54,7 @@ class PeriodicEvaluation(L.Callback):
 
     @staticmethod
     def check_every_n_steps(value: int | None, key: str) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise ValueError(
                 f"{key}={value!r} is not valid: use an integer >= 1, or null (at the end of training only)."
             )

@@ -8,13 +8,15 @@ import math
 
 import torch
 
+from ..checks import is_int
+
 LR_SCHEDULES = ("constant", "cosine", "linear")
 
 
 def check_lr_schedule(schedule: str, warmup_steps: int, min_ratio: float) -> None:
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"module.lr_schedule={schedule!r} is not valid; allowed values: {', '.join(LR_SCHEDULES)}.")
-    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+    if not is_int(warmup_steps) or warmup_steps < 0:
         raise ValueError(f"module.lr_warmup_steps={warmup_steps!r} is not valid: use an integer >= 0 (0 = no warm-up).")
     if not 0.0 <= min_ratio <= 1.0:
         raise ValueError(f"module.lr_min_ratio={min_ratio!r} is not valid: use a fraction of the base rate in [0, 1].")

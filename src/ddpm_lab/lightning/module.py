@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from ..checks import is_int, is_number
 from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler, resolve_sampling
 from ..diffusion.guidance import balanced_labels, drop_labels, guided_model
 from ..models import EMA
@@ -71,7 +72,7 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
         p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
-        if isinstance(p_uncond, bool) or not isinstance(p_uncond, int | float) or not 0.0 <= p_uncond < 1.0:
+        if not is_number(p_uncond) or not 0.0 <= p_uncond < 1.0:
             raise ValueError(f"module.p_uncond={p_uncond!r} is not valid: use a probability in [0, 1) (0.1 is usual).")
         self.num_classes: int | None = getattr(network, "num_classes", None)
         self.p_uncond = float(p_uncond)
@@ -107,7 +108,7 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
                 f"module.compile_mode={compile_mode!r} is not valid; allowed values: {', '.join(COMPILE_MODES)}."
             )
         for name, value in (("channels_last", channels_last), ("fused_optimizer", fused_optimizer)):
-            if value not in SWITCH_VALUES or (isinstance(value, int) and not isinstance(value, bool)):
+            if value not in SWITCH_VALUES or is_int(value):
                 raise ValueError(f"module.{name}={value!r} is not valid; allowed values: true, false, auto.")
         if not isinstance(compile_network, bool):
             raise ValueError(f"module.compile_network={compile_network!r} is not valid; allowed values: true, false.")

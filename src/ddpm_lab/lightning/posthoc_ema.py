@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
+from ..checks import is_int
 from ..models.posthoc_ema import PowerEMA, save_snapshot, sigma_rel_to_gamma, snapshot_index
 
 
@@ -23,9 +24,7 @@ class PostHocEMACallback(L.Callback):
         self, output_dir: str | Path, snapshot_every: int | None = None, sigma_rels: Sequence[float] = (0.05, 0.10)
     ) -> None:
         super().__init__()
-        if snapshot_every is not None and (
-            isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1
-        ):
+        if snapshot_every is not None and (not is_int(snapshot_every) or snapshot_every < 1):
             raise ValueError(
                 f"callbacks.posthoc_ema.snapshot_every={snapshot_every!r} is not valid: use an integer >= 1 "
                 "(EDM2 saves every ~2% of training), or null to keep no post-hoc EMA."

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..atomic_files import atomic_path
 from .fid import GaussianStats
 from .inception import InceptionFeatures
 
@@ -89,15 +89,13 @@ def load_or_compute_reference(
     stats = GaussianStats.from_features(features)
     keep = np.random.RandomState(0).permutation(len(features))[:KID_REFERENCE_SIZE]
     kid_features = features[np.sort(keep)].astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(
-        tmp,
-        mean=stats.mean,
-        cov=stats.cov,
-        count=stats.count,
-        kid_features=kid_features,
-        key=json.dumps(key, sort_keys=True),
-    )
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: np.savez adds no suffix
+        np.savez(
+            handle,
+            mean=stats.mean,
+            cov=stats.cov,
+            count=stats.count,
+            kid_features=kid_features,
+            key=json.dumps(key, sort_keys=True),
+        )
     return ReferenceStats(stats, kid_features, key, path, from_cache=False)

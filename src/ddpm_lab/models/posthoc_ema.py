@@ -12,7 +12,6 @@ are exact sums over steps (on a coarser grid for long runs, where the error is O
 from __future__ import annotations
 
 import copy
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from ..atomic_files import atomic_path
 
 # Inner products are exact sums over steps up to this many grid cells; longer runs use this many equal cells.
 MAX_GRID = 50_000
@@ -126,10 +127,9 @@ def save_snapshot(directory: str | Path, step: int, emas: Sequence[PowerEMA]) ->
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"snapshot_{step:08d}.pt"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     payload = {"step": step, "gammas": [e.gamma for e in emas], "states": [e.module.state_dict() for e in emas]}
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
