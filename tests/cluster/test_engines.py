@@ -100,6 +100,32 @@ def test_gpu_slurm_line_asks_for_one_gpu_per_task():
     assert launcher.partition == "gpu" and launcher._target_.endswith("SlurmLauncher")
 
 
+def test_a_gpu_slurm_request_with_devices_auto_is_refused_with_the_fix():
+    """The login node cannot count a compute node's GPUs: auto was sized as 1 task per node."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    from ddpm_lab.cli import CONFIG_DIR
+
+    overrides = ["experiment=toy_moons", "trainer=ddp", "trainer.devices=auto", "+launcher=slurm"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with pytest.raises(
+        InterpolationResolutionError,
+        match=r"trainer.devices=auto cannot size the SLURM request.*"
+        r"trainer.devices=4",
+    ):
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cpu = compose(
+            config_name="train",
+            overrides=[*overrides[:1], "trainer=ddp_cpu", "+launcher=slurm"],
+            return_hydra_config=True,
+        )
+    assert (cpu.hydra.launcher.tasks_per_node, cpu.hydra.launcher.gpus_per_node) == (cpu.trainer.devices, 0)
+
+
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.xdist_group("slurm")  # one worker: a queued job would leave the other idle

@@ -25,7 +25,7 @@ def project_root() -> str:
 
 def device_count(devices: object) -> int:
     """How many processes per node ``trainer.devices`` asks for: an int, a digit string, or a list of ids.
-    ``auto``/-1 count as 1 here (a SLURM request must name its task count)."""
+    ``auto``/-1 count as 1 here: Lightning's ``auto`` on the CPU (GPU requests: ``slurm_tasks_per_node``)."""
     if isinstance(devices, bool):
         raise ValueError(f"trainer.devices={devices!r} is not a device count")
     if isinstance(devices, int):
@@ -40,15 +40,28 @@ def device_count(devices: object) -> int:
     return len(list(devices))  # a list of device ids
 
 
+def slurm_tasks_per_node(accelerator: object, devices: object) -> int:
+    """Tasks to request from SLURM per node: one per DDP process. On GPUs ``auto``/-1 means every GPU of a
+    compute node, which the login node submitting the job cannot see: refused, with the fix (it asked for 1 task
+    per node, so a 4-GPU node trained on one)."""
+    gpu = str(accelerator) in ("gpu", "cuda")
+    if gpu and str(devices).strip() in ("auto", "-1"):
+        raise ValueError(
+            f"+launcher=slurm with trainer.devices={devices} cannot size the SLURM request: the login node does not "
+            "see the compute nodes' GPUs. Name the GPUs per node, e.g. trainer.devices=4."
+        )
+    return device_count(devices)
+
+
 def gpus_per_node(accelerator: object, devices: object) -> int:
     """GPUs to request from SLURM per node: one per process on GPU accelerators, none on the CPU."""
-    return device_count(devices) if str(accelerator) in ("gpu", "cuda") else 0
+    return slurm_tasks_per_node(accelerator, devices) if str(accelerator) in ("gpu", "cuda") else 0
 
 
 def register_resolvers() -> None:
     for name, function in (
         ("ddpm_lab.root", project_root),
-        ("ddpm_lab.device_count", device_count),
+        ("ddpm_lab.slurm_tasks_per_node", slurm_tasks_per_node),
         ("ddpm_lab.gpus_per_node", gpus_per_node),
         ("ddpm_lab.optuna_direction", optuna_direction),
     ):
