@@ -19,8 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .ddp_worker import RANK0_PID_ENV
-from .launch_env import OWN_LAUNCHER_ENV, detect_launch
+from .launch_env import OWN_LAUNCHER_ENV, RANK0_PID_ENV, detect_launch
 from .resolvers import device_count
 
 DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false")

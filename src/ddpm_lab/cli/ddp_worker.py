@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-RANK0_PID_ENV = "DDPM_LAB_RANK0_PID"
+from .launch_env import RANK0_PID_ENV
 
 
 def rank_zero_alive(pid: int) -> bool:
@@ -27,7 +27,7 @@ def rank_zero_alive(pid: int) -> bool:
 
 def watch_rank_zero(pid: int, run_dir: Path, interval: float = 0.5) -> None:
     """Poll rank 0; once it is gone, mark a still-running record failed and end this process."""
-    from ..lightning import read_summary, write_summary
+    from ..run_record import read_summary, write_summary
 
     while rank_zero_alive(pid):
         time.sleep(interval)

@@ -28,6 +28,8 @@ RENDEZVOUS_DIR = ".rendezvous"
 RENDEZVOUS_TIMEOUT_S = float(os.environ.get("DDPM_LAB_RENDEZVOUS_TIMEOUT", "900"))
 # ddpm-lab's own launcher marks its processes with this variable (rank 0 and the workers it starts).
 OWN_LAUNCHER_ENV = "DDPM_LAB_LAUNCHER"
+# ...and tells each worker rank 0's pid, so a worker notices rank 0's death (ddp_worker.watch_rank_zero).
+RANK0_PID_ENV = "DDPM_LAB_RANK0_PID"
 
 
 @dataclass(frozen=True)
