@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from ddpm_lab.cli import CONFIG_DIR
 from ddpm_lab.cli.config_dirs import shadowed_configs
-from ddpm_lab.cli.launch_env import LaunchEnv, publish, rendezvous_path
+from ddpm_lab.cli.launch_env import LaunchEnv, publish_rendezvous, rendezvous_path
 from ddpm_lab.cli.train import command_line_overrides, rank_zero_config
 
 EXAMPLE_CONF = Path(__file__).parents[1] / "examples" / "custom_project" / "conf"
@@ -36,7 +36,7 @@ def test_a_rank_above_zero_finds_rank_zeros_config_through_the_users_config_dir(
     monkeypatch.setenv("DDPM_LAB_ROOT", str(tmp_path))
     resolved = tmp_path / "resolved.yaml"
     resolved.write_text("published: true\n")
-    publish(rendezvous_path(tmp_path / "logs", "job-7"), config=str(resolved))
+    publish_rendezvous(rendezvous_path(tmp_path / "logs", "job-7"), config=str(resolved))
     launch = LaunchEnv("torchrun", 1, 2, 2, 1, "job-7")
     cfg = rank_zero_config(launch, ["--config-dir", str(EXAMPLE_CONF), "experiment=rings"])
     assert cfg == OmegaConf.create({"published": True})

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ddpm_lab.cli.launch_env import detect_launch, publish, rendezvous_path, wait_for_rank_zero
+from ddpm_lab.cli.launch_env import detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
 from ddpm_lab.cli.launch_validation import validate_launch
 from ddpm_lab.cli.validation import ConfigError
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, run_train_cli
@@ -33,7 +33,7 @@ def set_env(monkeypatch, **values: str) -> None:
 
 def test_single_process(clean_env):
     launch = detect_launch()
-    assert (launch.engine, launch.global_rank, launch.world_size, launch.external) == ("single", 0, 1, False)
+    assert (launch.engine, launch.global_rank, launch.world_size, launch.started_by_engine) == ("single", 0, 1, False)
 
 
 def test_srun_task_one_is_not_rank_zero(clean_env):
@@ -49,7 +49,7 @@ def test_srun_task_one_is_not_rank_zero(clean_env):
     )
     launch = detect_launch()
     assert (launch.engine, launch.global_rank, launch.world_size, launch.local_world_size) == ("slurm", 1, 2, 2)
-    assert not launch.is_rank_zero and launch.external and launch.key == "slurm-77.0"
+    assert not launch.is_rank_zero and launch.started_by_engine and launch.key == "slurm-77.0"
 
 
 def test_per_node_counts_in_slurm_format(clean_env):
@@ -106,15 +106,15 @@ def test_launch_must_match_the_trainer(clean_env, tmp_path, overrides, message):
 
 def test_rendezvous_ignores_a_stale_file_and_passes_rank_zero_errors(tmp_path):
     path = rendezvous_path(tmp_path, "slurm-9.0")
-    publish(path, config="/old/config.yaml")
+    publish_rendezvous(path, config="/old/config.yaml")
     payload = json.loads(path.read_text())
     payload["time"] -= 3600  # left over from an earlier launch with the same key
     path.write_text(json.dumps(payload))
     with pytest.raises(TimeoutError, match="waited 1 s for rank 0"):
         wait_for_rank_zero(path, started=payload["time"] + 3600, timeout_s=1)
-    publish(path, config="/new/config.yaml")
+    publish_rendezvous(path, config="/new/config.yaml")
     assert wait_for_rank_zero(path, started=0, timeout_s=1) == "/new/config.yaml"
-    publish(path, error="ConfigError: bad")
+    publish_rendezvous(path, error="ConfigError: bad")
     with pytest.raises(RuntimeError, match="rank 0 stopped before training: ConfigError: bad"):
         wait_for_rank_zero(path, started=0, timeout_s=1)
 

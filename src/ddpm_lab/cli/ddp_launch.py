@@ -27,12 +27,6 @@ ENV_KEYS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK
 WORKER_CONFIG = ".ddp_worker_config.yaml"
 
 
-def launched_externally() -> bool:
-    """True under torchrun/SLURM (2+ tasks)/our own launcher: the process already has a rank. A one-task SLURM
-    allocation is not: there ddpm-train starts the node's processes itself."""
-    return detect_launch().engine != "single"
-
-
 def write_worker_config(cfg: DictConfig, run_dir: Path) -> Path:
     """The job's fully resolved config, from which ranks > 0 train without running Hydra."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +46,7 @@ def processes_per_node(cfg: DictConfig) -> int:
 
 def needs_launch(cfg: DictConfig) -> bool:
     strategy = cfg.trainer.get("strategy")
-    return strategy in DDP_STRATEGIES and processes_per_node(cfg) > 1 and not launched_externally()
+    return strategy in DDP_STRATEGIES and processes_per_node(cfg) > 1 and not detect_launch().has_rank
 
 
 def _free_port() -> int:

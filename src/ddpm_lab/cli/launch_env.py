@@ -46,8 +46,15 @@ class LaunchEnv:
         return self.global_rank == 0
 
     @property
-    def external(self) -> bool:
-        """Started with several processes by torchrun or SLURM (not by ddpm-train itself)."""
+    def has_rank(self) -> bool:
+        """The process already has a rank (torchrun, SLURM tasks, ddpm-lab's own workers, RANK set): ddpm-train
+        starts no processes of its own. A one-task SLURM allocation has none: there it starts the node's."""
+        return self.engine != "single"
+
+    @property
+    def started_by_engine(self) -> bool:
+        """Several processes started by torchrun or SLURM, each running ddpm-train: ranks > 0 follow the config
+        rank 0 publishes (``publish_rendezvous``), not Hydra."""
         return self.engine in ("torchrun", "slurm") and self.world_size > 1
 
 
@@ -95,7 +102,7 @@ def rendezvous_path(log_dir: str | Path, key: str) -> Path:
     return Path(log_dir) / RENDEZVOUS_DIR / f"{safe}.json"
 
 
-def publish(path: Path, *, config: str | None = None, error: str | None = None) -> None:
+def publish_rendezvous(path: Path, *, config: str | None = None, error: str | None = None) -> None:
     """Rank 0: tell the other ranks where the job's resolved config is (or why there is none)."""
     write_text_atomically(path, json.dumps({"config": config, "error": error, "time": time.time()}))
 

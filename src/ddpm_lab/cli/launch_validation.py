@@ -12,7 +12,7 @@ def validate_launch(cfg: DictConfig, launch: LaunchEnv) -> None:
     """Processes started by torchrun or SLURM must match the trainer's DDP layout, one process per device."""
     from .ddp_launch import DDP_STRATEGIES, processes_per_node
 
-    if not launch.external:
+    if not launch.started_by_engine:
         return
     strategy = cfg.trainer.get("strategy")
     devices, nodes = processes_per_node(cfg), int(cfg.trainer.get("num_nodes") or 1)

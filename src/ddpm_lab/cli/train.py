@@ -22,7 +22,7 @@ from ..run_record import read_summary, truncate_history, write_summary
 from . import CONFIG_DIR
 from .common import answer_version, report_config_errors
 from .errors import ConfigError
-from .launch_env import LaunchEnv, detect_launch, publish, rendezvous_path, wait_for_rank_zero
+from .launch_env import LaunchEnv, detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
 from .run_identity import run_identity, wandb_fields
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def cluster_environment(launch: LaunchEnv) -> list:
 def rendezvous_file(cfg: DictConfig, launch: LaunchEnv) -> Path | None:
     """Where rank 0 of a torchrun/srun launch publishes its config for the other ranks (None: nobody waits,
     e.g. one process, or a submitit sweep job where every task is a Hydra job with the same run dir)."""
-    if not (launch.external and launch.is_rank_zero and launch.key):
+    if not (launch.started_by_engine and launch.is_rank_zero and launch.key):
         return None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return None
@@ -124,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if rank_zero:  # a run that never started is still on record, with the reason
             write_summary(run_dir, status="failed", error=f"{type(err).__name__}: {err}", wall_time_s=0.0)
         if rendezvous is not None:  # the waiting ranks stop now, with the same reason
-            publish(rendezvous, error=f"{type(err).__name__}: {err}")
+            publish_rendezvous(rendezvous, error=f"{type(err).__name__}: {err}")
         raise
     # Only now the heavy imports: a config error above has answered without Lightning.
     import lightning as L
@@ -138,7 +138,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 
     if rendezvous is not None:
-        publish(rendezvous, config=str(write_worker_config(cfg, run_dir)))
+        publish_rendezvous(rendezvous, config=str(write_worker_config(cfg, run_dir)))
 
     def record_worker_failure(message: str) -> None:
         write_summary(run_dir, status="failed", error=message, wall_time_s=time.time() - started)
@@ -284,7 +284,7 @@ def main() -> None:
     launch follow rank 0 instead of running Hydra themselves (one run dir per job, whatever the engine)."""
     answer_version("ddpm-train")
     launch = detect_launch()
-    if launch.external and not launch.is_rank_zero:
+    if launch.started_by_engine and not launch.is_rank_zero:
         try:
             cfg = rank_zero_config(launch, sys.argv[1:])
         except (ConfigError, RuntimeError, TimeoutError) as err:

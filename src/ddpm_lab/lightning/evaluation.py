@@ -31,7 +31,7 @@ def gather_rows(trainer: L.Trainer, local: torch.Tensor, sizes: list[int]) -> to
     return torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
 
 
-def publish(trainer: L.Trainer, metrics: dict[str, float], summary: dict[str, Any] | None = None) -> None:
+def log_to_every_logger(trainer: L.Trainer, metrics: dict[str, float], summary: dict[str, Any] | None = None) -> None:
     """Log to every logger at the current step (works from any hook) and keep callback_metrics current."""
     for name, value in metrics.items():
         trainer.callback_metrics[name] = torch.tensor(value)
@@ -120,7 +120,7 @@ class NLLCallback(PeriodicEvaluation):
             total += torch.stack([bpd.sum(), torch.tensor(float(len(bpd)), device=bpd.device, dtype=bpd.dtype)])
         total = trainer.strategy.reduce(total, reduce_op="sum") if trainer.world_size > 1 else total
         value = float(total[0] / total[1])
-        publish(
+        log_to_every_logger(
             trainer,
             {"val/nll_bpd": value},
             {

@@ -29,7 +29,7 @@ from ..metrics.dinov2 import DinoV2Features
 from ..metrics.fid import BOOTSTRAP_METHOD, PRC_NEIGHBORHOOD, GaussianStats, frechet_distance
 from ..metrics.image_metrics import MetricOptions, combine_evaluations, image_metrics
 from ..visualize import to_uint8
-from .evaluation import PeriodicEvaluation, gather_rows, publish, shard_sizes
+from .evaluation import PeriodicEvaluation, gather_rows, log_to_every_logger, shard_sizes
 
 # How the sample set is seeded: a protocol field, so sets drawn before per-image seeds are never ranked with them.
 SAMPLE_SEEDS = "per image: (seed, i)"
@@ -238,7 +238,7 @@ class FIDCallback(PeriodicEvaluation):
         summary = {"val/fid_best": self.best["fid"], "val/fid_best_step": self.best["step"]}
         if "ci95" in self.best:
             summary["val/fid_best_ci95"] = self.best["ci95"]
-        publish(trainer, logged, {**summary, "fid_protocol": self.last_protocol})
+        log_to_every_logger(trainer, logged, {**summary, "fid_protocol": self.last_protocol})
         return logged
 
     def _save_samples(self, trainer, images: torch.Tensor, pool: torch.Tensor, step: int, seed: int) -> None:
