@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ..diffusion import GaussianDiffusion
@@ -93,7 +94,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, wandb_fields: dict[str, Any] |
         if node is None or "_target_" not in node:
             continue
         extra = {}
-        if wandb_fields and node["_target_"].endswith("WandbLogger"):
+        if wandb_fields and issubclass(get_class(node["_target_"]), WandbLogger):
             extra = {
                 **wandb_fields,
                 "tags": list(dict.fromkeys([*(node.get("tags") or []), *wandb_fields.get("tags", [])])),

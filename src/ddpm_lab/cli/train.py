@@ -53,8 +53,10 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 
 
 def record_wandb_id(trainer: L.Trainer, run_dir: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
     for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             write_summary(run_dir, wandb_run_id=logger.experiment.id)
 
 
