@@ -164,16 +164,32 @@ def test_ddpm_bench_refuses_a_bad_model_or_set_before_any_work(argv, message, ca
     assert re.search(message, capsys.readouterr().err)
 
 
-@pytest.mark.slow
-def test_learned_variance_benchmark_runs_small(tmp_path):
-    """benchmarks/learned_variance_few_steps.py (the IDDPM few-step check): one arm, 2 training steps."""
+def benchmark_script(name: str):
     import importlib.util
 
-    path = Path(__file__).parents[1] / "benchmarks" / "learned_variance_few_steps.py"
-    spec = importlib.util.spec_from_file_location("learned_variance_few_steps", path)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.slow
+def test_learned_variance_and_speckle_benchmarks_run_small(tmp_path):
+    """benchmarks/learned_variance_few_steps.py (the IDDPM few-step check): one arm, 2 training steps; and
+    benchmarks/speckled_samples.py on the checkpoint it leaves."""
+    script = benchmark_script("learned_variance_few_steps")
     result = script.measure("learned_range_hybrid", 0, 2, tmp_path, num_samples=8)
     assert set(result) == {"mmd2x1e3_10", "mmd2x1e3_25"} and all(np.isfinite(v) for v in result.values())
     same = torch.randn(300, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert abs(script.mmd2(same[:150], same[150:])) < script.mmd2(same[:150] + 1.0, same[150:])
+
+    speckle = benchmark_script("speckled_samples")
+    counts = speckle.count_speckled(tmp_path / "run" / "checkpoints" / "last.ckpt", 4, speckle.SETTINGS[:1])
+    assert set(counts) == {"ddim 10"} and all(0 <= n <= 4 for n in counts["ddim 10"])
+    # the criterion: no real digit is speckled, uniform noise always is (TV ~1.3 against the digits' ~0.5)
+    from sklearn.datasets import load_digits
+
+    digits = torch.from_numpy(load_digits().images[:, None] / 16.0 * 2 - 1).float()
+    noise = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    threshold = speckle.speckle_threshold(digits[:500])
+    assert (speckle.total_variation(noise) > threshold).all() and speckle.total_variation(digits).median() < threshold

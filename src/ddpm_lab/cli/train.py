@@ -1,5 +1,9 @@
 """``ddpm-train``: train a diffusion model from the Hydra config in ``conf/`` (no overrides = the quickstart).
 
+``train()`` is a short sequence of named steps: record the job as running, validate at start-up, start the DDP
+workers, build the job (data, module, resume), build the trainer, fit, record the outcome (``JobRecord`` owns
+``metrics.json``).
+
 ddpm-train experiment=toy_swissroll
 ddpm-train -m schedule=linear,cosine +variance_loss=fixed_small_mse,learned_range_hybrid
 """
@@ -11,25 +15,23 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..run_record import read_summary, truncate_history, write_summary
+from ..run_record import read_summary, truncate_history
 from . import CONFIG_DIR
 from .common import answer_version, report_config_errors
 from .errors import ConfigError
+from .job_record import JobRecord
 from .launch_env import LaunchEnv, detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
-from .run_identity import run_identity, wandb_fields
+from .run_identity import wandb_fields
 
-if TYPE_CHECKING:
-    import lightning as L
-
-# Lightning, torch and the builders are imported inside train(): `ddpm-train --help`, `--cfg job` and a sweep's
-# launch answer without them (Lightning alone takes 5-10 s to import).
+# Lightning, torch and the builders are imported inside the steps of train(): `ddpm-train --help`, `--cfg job`
+# and a sweep's launch answer without them (Lightning alone takes 5-10 s to import).
 
 log = logging.getLogger(__name__)
 # Ranks > 0 accept only a rendezvous file written after they started (less a margin): see launch_env.
@@ -50,14 +52,6 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist (use a checkpoint file or ckpt_path=last).")
     return str(ckpt_path)
-
-
-def record_wandb_id(trainer: L.Trainer, run_dir: Path) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            write_summary(run_dir, wandb_run_id=logger.experiment.id)
 
 
 def cluster_environment(launch: LaunchEnv) -> list:
@@ -84,13 +78,6 @@ def rendezvous_file(cfg: DictConfig, launch: LaunchEnv) -> Path | None:
     return rendezvous_path(cfg.paths.log_dir, launch.key)
 
 
-def interrupted(err: BaseException) -> bool:
-    """Ctrl-C: a KeyboardInterrupt, or the SystemExit(1) Lightning raises after handling one (its context)."""
-    return isinstance(err, KeyboardInterrupt) or (
-        isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt)
-    )
-
-
 def _finish_wandb_within(seconds: float) -> None:
     """Finish W&B from the watchdog thread without letting a stuck flush keep a dead job alive."""
     thread = threading.Thread(target=_finish_wandb, kwargs={"exit_code": 1}, daemon=True)
@@ -98,98 +85,109 @@ def _finish_wandb_within(seconds: float) -> None:
     thread.join(seconds)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
+def validate_at_start_up(cfg: DictConfig, launch: LaunchEnv, record: JobRecord, rendezvous: Path | None) -> None:
+    """Every start-up check, before any heavy import; a refusal is recorded and told to the waiting ranks."""
     from .launch_validation import validate_hardware, validate_launch
     from .validation import validate_config
 
-    run_dir = Path(cfg.paths.output_dir)
-    launch = detect_launch()
-    rank_zero = launch.is_rank_zero
-    started, success = time.time(), False
-    rendezvous = rendezvous_file(cfg, launch)
-    if rank_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_summary(
-            run_dir,
-            status="running",
-            **run_identity(cfg),
-            tags=list(cfg.get("tags") or []),
-            output_dir=str(run_dir),
-            error=None,
-        )
     try:
         validate_hardware(cfg)
         validate_config(cfg)
         validate_launch(cfg, launch)
     except Exception as err:
-        if rank_zero:  # a run that never started is still on record, with the reason
-            write_summary(run_dir, status="failed", error=f"{type(err).__name__}: {err}", wall_time_s=0.0)
+        record.refused(err)
         if rendezvous is not None:  # the waiting ranks stop now, with the same reason
             publish_rendezvous(rendezvous, error=f"{type(err).__name__}: {err}")
         raise
-    # Only now the heavy imports: a config error above has answered without Lightning.
+
+
+def build_job(cfg: DictConfig, record: JobRecord, resolved: str):
+    """The DataModule, the module and the checkpoint to resume from (its rolled-back history dropped)."""
     import lightning as L
-    import torch
 
     from ..atomic_files import remove_stale_temp_files
+    from .builders import build_datamodule, build_module
+    from .checkpoint_validation import validate_resume
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), record.run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
+    if record.writes:
+        remove_stale_temp_files(record.run_dir / "checkpoints")
+    if ckpt_path:
+        step = validate_resume(module, ckpt_path)
+        if record.writes and truncate_history(record.run_dir, step):
+            record.update()  # best/final again, from the steps that stand
+    return datamodule, module, ckpt_path
+
+
+def build_trainer(cfg: DictConfig, record: JobRecord, resolved: str, resuming: bool):
+    """The Trainer with the run's loggers (W&B resumed under its id online), callbacks and checkpoint IO; the
+    W&B id, the code version and the whole resolved config go on record."""
+    from lightning.pytorch.loggers import WandbLogger
+
     from ..lightning.checkpointing import AtomicCheckpointIO
     from ..provenance import code_provenance
-    from .builders import build_callbacks, build_datamodule, build_loggers, build_module
-    from .checkpoint_validation import validate_resume
+    from .builders import build_callbacks, build_loggers
+
+    fields = wandb_fields(cfg)
+    previous_id = (read_summary(record.run_dir) or {}).get("wandb_run_id")
+    if resuming and previous_id and not cfg.get("logger", {}).get("wandb", {}).get("offline", True):
+        fields.update(id=previous_id, resume="allow")  # online runs continue under the same id
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=build_loggers(cfg, record.run_dir, fields),
+        callbacks=build_callbacks(cfg),
+        # Detected again: DDPWorkers (started before) has made this process rank 0 of ddpm-lab's own launcher.
+        plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
+    )
+    if record.writes:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                record.update(wandb_run_id=logger.experiment.id)
+        code = code_provenance(trainer.strategy.root_device)  # which code and device made these numbers
+        record.update(code=code)
+        # The whole resolved config, so W&B's runs table can filter and group by any setting (lr, T, EMA...);
+        # the module saves no hyperparameters of its own, so Lightning would log none.
+        for logger in trainer.loggers:
+            logger.log_hyperparams({**OmegaConf.to_container(OmegaConf.create(resolved)), "code": code})
+    return trainer
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
+    launch = detect_launch()
+    record = JobRecord(Path(cfg.paths.output_dir), writes=launch.is_rank_zero)
+    rendezvous = rendezvous_file(cfg, launch)
+    record.running(cfg)
+    validate_at_start_up(cfg, launch, record, rendezvous)
+    # Only now the heavy imports: a config error above has answered without Lightning.
+    import torch
+
     from .ddp_launch import DDPWorkers, needs_launch, write_worker_config
 
     if rendezvous is not None:
-        publish_rendezvous(rendezvous, config=str(write_worker_config(cfg, run_dir)))
+        publish_rendezvous(rendezvous, config=str(write_worker_config(cfg, record.run_dir)))
 
     def record_worker_failure(message: str) -> None:
-        write_summary(run_dir, status="failed", error=message, wall_time_s=time.time() - started)
+        record.failed(message)
         _finish_wandb_within(20.0)
 
-    workers = DDPWorkers(cfg, run_dir, on_worker_failure=record_worker_failure) if needs_launch(cfg) else None
+    workers = DDPWorkers(cfg, record.run_dir, on_worker_failure=record_worker_failure) if needs_launch(cfg) else None
     resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    if rank_zero:
-        (run_dir / "config_resolved.yaml").write_text(resolved)
+    if record.writes:
+        (record.run_dir / "config_resolved.yaml").write_text(resolved)
+    success = False
     try:
-        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule.sample_shape, run_config=resolved)
-        if rank_zero:
-            remove_stale_temp_files(run_dir / "checkpoints")
-        if ckpt_path:
-            step = validate_resume(module, ckpt_path)
-            if rank_zero and truncate_history(run_dir, step):
-                write_summary(run_dir)  # best/final again, from the steps that stand
-        fields = wandb_fields(cfg)
-        previous_id = (read_summary(run_dir) or {}).get("wandb_run_id")
-        if ckpt_path and previous_id and not cfg.get("logger", {}).get("wandb", {}).get("offline", True):
-            fields.update(id=previous_id, resume="allow")  # online runs continue under the same id
-        trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer,
-            logger=build_loggers(cfg, run_dir, fields),
-            callbacks=build_callbacks(cfg),
-            # Detected again: DDPWorkers (just above) has made this process rank 0 of ddpm-lab's own launcher.
-            plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
-        )
-        if rank_zero:
-            record_wandb_id(trainer, run_dir)
-            code = code_provenance(trainer.strategy.root_device)  # which code and device made these numbers
-            write_summary(run_dir, code=code)
-            # The whole resolved config, so W&B's runs table can filter and group by any setting (lr, T, EMA...);
-            # the module saves no hyperparameters of its own, so Lightning would log none.
-            for logger in trainer.loggers:
-                logger.log_hyperparams({**OmegaConf.to_container(OmegaConf.create(resolved)), "code": code})
+        datamodule, module, ckpt_path = build_job(cfg, record, resolved)
+        trainer = build_trainer(cfg, record, resolved, resuming=bool(ckpt_path))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if module.nan_policy == "stop":
             module.check_finite()
         success = True
     except BaseException as err:
-        if rank_zero:
-            status = "interrupted" if interrupted(err) else "failed"
-            write_summary(
-                run_dir, status=status, error=f"{type(err).__name__}: {err}", wall_time_s=time.time() - started
-            )
+        record.ended_by(err)
         raise
     finally:
         if workers is not None:
@@ -198,20 +196,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # The next job of a multirun must form its own process group with its own workers.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    if not rank_zero:
+    if not record.writes:
         return {}
     if rendezvous is not None:
         rendezvous.unlink(missing_ok=True)  # every rank has joined the process group, so read it
-    summary = write_summary(
-        run_dir,
-        status="completed",
-        global_step=trainer.global_step,
-        world_size=trainer.world_size,
-        wall_time_s=time.time() - started,
-    )
+    summary = record.completed(trainer.global_step, trainer.world_size)
     # In the run dir's train.log too (with Lightning's messages), which Hydra writes for every job.
-    log.info(f"completed at step {trainer.global_step} in {summary['wall_time_s']:.0f} s; run dir {run_dir}")
-    print(f"ddpm-train: run dir {run_dir}", file=sys.stderr)
+    log.info(f"completed at step {trainer.global_step} in {summary['wall_time_s']:.0f} s; run dir {record.run_dir}")
+    print(f"ddpm-train: run dir {record.run_dir}", file=sys.stderr)
     return summary
 
 
