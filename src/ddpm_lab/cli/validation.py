@@ -23,6 +23,11 @@ from .errors import ConfigError
 __all__ = ["ConfigError"]  # re-exported: ``from ddpm_lab.cli.validation import ConfigError`` keeps working
 
 
+def constructor_error(err: BaseException) -> BaseException:
+    """The error a constructor raised, out of Hydra's InstantiationException wrapper (itself if unwrapped)."""
+    return err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+
+
 def _choice(key: str, value, allowed, group: str | None = None) -> None:
     if value not in allowed:
         how = f" (command line: {group}=NAME)" if group else ""
@@ -88,7 +93,7 @@ def validate_config(cfg: DictConfig) -> None:
     try:  # the diffusion's own constructor holds its rules (T >= 2, variance x loss, ZTSNR x eps, ...)
         instantiate(cfg.diffusion)
     except (ValueError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        cause = constructor_error(err)
         raise ConfigError(
             f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
             f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
@@ -165,28 +170,21 @@ def validate_objective(cfg: DictConfig) -> None:
 
 
 def validate_fast_paths(cfg: DictConfig) -> None:
-    """The fast paths against the optimizer and precision (each switch's own values: the module's constructor)."""
-    module = cfg.module
-    if module.get("fused_optimizer") is True:
-        from hydra.utils import get_class
+    """``module.fused_optimizer=true`` against the optimizer, precision and clipping (the rule:
+    ``fused_optimizer_conflict``; each switch's own values: the module's constructor)."""
+    if cfg.module.get("fused_optimizer") is not True:
+        return
+    from hydra.utils import get_class
 
-        from ..lightning.fast_paths import optimizer_takes_fused
+    from ..lightning.fast_paths import fused_optimizer_conflict
 
-        target = cfg.optimizer._target_
-        if not optimizer_takes_fused(get_class(target)):
-            raise ConfigError(
-                f"module.fused_optimizer=true but optimizer {target} has no fused implementation (torch has fused "
-                "Adam, AdamW, SGD and Adagrad). Use module.fused_optimizer=auto (fused where available) or false."
-            )
-    clip = (cfg.get("trainer") or {}).get("gradient_clip_val") or 0
-    if module.get("fused_optimizer") is True and str(cfg.trainer.get("precision")) in ("16-mixed", "16") and clip > 0:
-        # Lightning cannot clip the gradients of an optimizer that unscales them inside its fused step.
-        raise ConfigError(
-            "module.fused_optimizer=true cannot be combined with trainer.precision=16-mixed and "
-            f"trainer.gradient_clip_val={clip}: the fused step unscales the fp16 gradients itself, so they "
-            "cannot be clipped before it. Use module.fused_optimizer=auto (falls back to the foreach optimizer "
-            "here), trainer.precision=bf16-mixed, or trainer.gradient_clip_val=null."
-        )
+    trainer = cfg.get("trainer") or {}
+    target = cfg.optimizer._target_
+    conflict = fused_optimizer_conflict(
+        get_class(target), target, trainer.get("precision"), trainer.get("gradient_clip_val")
+    )
+    if conflict is not None:
+        raise ConfigError(conflict)
 
 
 def validate_data(cfg: DictConfig):
@@ -200,7 +198,7 @@ def validate_data(cfg: DictConfig):
     except ConfigError:
         raise
     except (ValueError, OSError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        cause = constructor_error(err)
         raise ConfigError(f"data={cfg.data._target_.rsplit('.', 1)[-1]}: {cause}") from err
 
 
@@ -208,6 +206,7 @@ def validate_model_for_data(cfg: DictConfig, datamodule) -> None:
     """Check the network against the data's kind and shape (nothing built on real memory)."""
     from hydra.utils import get_class
 
+    from ..diffusion.losses import check_offset_noise
     from ..models import UNet
 
     model_cls = get_class(cfg.model._target_)
@@ -216,11 +215,10 @@ def validate_model_for_data(cfg: DictConfig, datamodule) -> None:
     validate_conditioning(cfg)
     if issubclass(model_cls, UNet) and is_points:
         raise ConfigError(f"model={model_cls.__name__} is for images but data={data_name} holds points; use model=mlp.")
-    if is_points and cfg.diffusion.get("offset_noise", 0.0):
-        raise ConfigError(
-            f"diffusion.offset_noise={cfg.diffusion.offset_noise} shifts whole image channels, but "
-            f"data={data_name} holds points (no spatial dims); use diffusion.offset_noise=0."
-        )
+    try:
+        check_offset_noise(cfg.diffusion.get("offset_noise", 0.0), tuple(datamodule.sample_shape))
+    except ValueError as err:
+        raise ConfigError(f"data={data_name}: {err}") from err
     if not is_points and cfg.model._target_.endswith("MLPDenoiser"):
         raise ConfigError("model=mlp is for 2-D point data; image data needs a U-Net (e.g. model=unet_tiny).")
     validate_network_builds(cfg, list(datamodule.sample_shape))
@@ -256,7 +254,7 @@ def validate_network_builds(cfg: DictConfig, shape: list[int]) -> None:
     except ConfigError:
         raise
     except (ValueError, TypeError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        cause = constructor_error(err)
         settings = ", ".join(f"model.{k}={v}" for k, v in cfg.model.items() if not str(k).startswith("_"))
         raise ConfigError(
             f"the network cannot be built for data of shape {tuple(shape)}: {cause} ({settings})."
@@ -268,7 +266,7 @@ def validate_network_builds(cfg: DictConfig, shape: list[int]) -> None:
         with torch.device("meta"):
             build_module(cfg, shape, diffusion=diffusion)
     except (ValueError, TypeError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        cause = constructor_error(err)
         raise ConfigError(str(cause)) from err
 
 
@@ -330,7 +328,7 @@ def validate_callbacks(cfg: DictConfig) -> None:
         try:
             instantiate(node, **unresolved)
         except (ValueError, TypeError, InstantiationException) as err:
-            cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+            cause = constructor_error(err)
             raise ConfigError(f"callbacks.{name}: {cause}") from err
 
 
@@ -368,6 +366,6 @@ def validate_training_loop(cfg: DictConfig) -> None:
     try:
         instantiate(cfg.optimizer)(params=[torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError, InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ else err
+        cause = constructor_error(err)
         settings = ", ".join(f"optimizer.{k}={v}" for k, v in cfg.optimizer.items() if not str(k).startswith("_"))
         raise ConfigError(f"the optimizer refuses its settings: {cause} ({settings}).") from err

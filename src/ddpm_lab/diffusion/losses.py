@@ -104,16 +104,21 @@ def vlb_term_bits(
     return torch.where(t == 0, decoder_nll, kl)
 
 
+def check_offset_noise(offset_noise: float, sample_shape: tuple[int, ...]) -> None:
+    """Offset noise shifts whole channels, so it needs image samples (C, H, W): a ValueError for point data."""
+    if offset_noise > 0 and len(sample_shape) < 2:
+        raise ValueError(
+            f"diffusion.offset_noise={offset_noise} shifts whole image channels, but the samples have shape "
+            f"{tuple(sample_shape)} (points: no spatial dims). Set diffusion.offset_noise=0 for point data."
+        )
+
+
 def training_noise(x0: torch.Tensor, offset_noise: float) -> torch.Tensor:
     """eps ~ N(0, I) plus, with offset noise (Guttenberg 2023), ``offset_noise`` times one N(0, 1) draw per
     example and channel, constant over the spatial dims (lets the model change an image's mean brightness)."""
     noise = torch.randn_like(x0)
+    check_offset_noise(offset_noise, tuple(x0.shape[1:]))
     if offset_noise > 0:
-        if x0.ndim < 3:
-            raise ValueError(
-                f"offset noise shifts whole channels of an image, but the data has shape {tuple(x0.shape)} "
-                "(no spatial dims). Set diffusion.offset_noise=0 for point data."
-            )
         shape = (*x0.shape[:2], *([1] * (x0.ndim - 2)))
         noise = noise + offset_noise * torch.randn(shape, dtype=x0.dtype, device=x0.device)
     return noise

@@ -17,6 +17,27 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 SWITCH_VALUES = (True, False, "auto")  # channels_last, fused_optimizer: on, off, or on where it pays
 
 
+def fused_optimizer_conflict(
+    optimizer_class: type, name: str, precision: object, gradient_clip_val: object
+) -> str | None:
+    """Why ``module.fused_optimizer=true`` cannot hold with this optimizer (``name``: as the config names it),
+    precision and clipping; None when it can. Start-up validation and the module both ask this."""
+    if not optimizer_takes_fused(optimizer_class):
+        return (
+            f"module.fused_optimizer=true but optimizer {name} has no fused implementation (torch has fused Adam, "
+            "AdamW, SGD and Adagrad). Use module.fused_optimizer=auto (fused where available) or false."
+        )
+    if str(precision) in ("16-mixed", "16") and gradient_clip_val:
+        # Lightning cannot clip the gradients of an optimizer that unscales them inside its fused step.
+        return (
+            "module.fused_optimizer=true cannot be combined with trainer.precision=16-mixed and "
+            f"trainer.gradient_clip_val={gradient_clip_val}: the fused step unscales the fp16 gradients itself, so "
+            "they cannot be clipped before it. Use module.fused_optimizer=auto (falls back to the foreach optimizer "
+            "here), trainer.precision=bf16-mixed, or trainer.gradient_clip_val=null."
+        )
+    return None
+
+
 class FastPathsMixin:
     """For ``DiffusionModule``: reads ``compile_network``, ``compile_mode``, ``fused_optimizer``,
     ``optimizer_factory`` and ``_compiled_samplers`` from the module."""
@@ -52,24 +73,15 @@ class FastPathsMixin:
             return {}
         factory = self.optimizer_factory
         optimizer_class = getattr(factory, "func", factory)
-        if not optimizer_takes_fused(optimizer_class):
-            if self.fused_optimizer is True:
-                raise ValueError(
-                    f"module.fused_optimizer=true but {getattr(optimizer_class, '__name__', optimizer_class)} has "
-                    "no fused implementation; use module.fused_optimizer=auto or false, or optimizer=adamw."
-                )
-            return {}
-        if self.device.type not in ("cuda", "cpu"):
-            return {}
         trainer = self._trainer
-        if trainer is not None and str(trainer.precision) in ("16-mixed", "16") and trainer.gradient_clip_val:
-            # Lightning cannot clip the fp16 gradients that a fused step unscales itself.
+        precision, clip = (trainer.precision, trainer.gradient_clip_val) if trainer is not None else (None, None)
+        name = getattr(optimizer_class, "__name__", str(optimizer_class))
+        conflict = fused_optimizer_conflict(optimizer_class, name, precision, clip)
+        if conflict is not None:
             if self.fused_optimizer is True:
-                raise ValueError(
-                    "module.fused_optimizer=true cannot be combined with trainer.precision=16-mixed and gradient "
-                    "clipping; use module.fused_optimizer=auto, trainer.precision=bf16-mixed or "
-                    "trainer.gradient_clip_val=null."
-                )
+                raise ValueError(conflict)
+            return {}  # auto: the foreach optimizer here
+        if self.device.type not in ("cuda", "cpu"):
             return {}
         return {"fused": True}
 
