@@ -8,15 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..checks import is_int, is_number
-from ..diffusion import (
-    BETA_SCHEDULES,
-    LOSS_TYPES,
-    LOSS_WEIGHTINGS,
-    MEAN_TYPES,
-    SAMPLERS,
-    SPACINGS,
-    VAR_TYPES,
-)
+from ..diffusion import SAMPLERS, SPACINGS
+from ..diffusion.choices import ChoiceError
 from .contracts import callback_nodes, check_network_output
 from .errors import ConfigError
 
@@ -82,18 +75,29 @@ def validate_command_line(cfg: DictConfig) -> None:
     validate_added_keys(cfg)
 
 
+# The config group that sets each choice of the diffusion node (the allowed values: the constructors' own).
+DIFFUSION_GROUPS = {
+    "schedule": "schedule",
+    "var_type": "variance",
+    "loss_type": "loss",
+    "mean_type": "parameterization",
+    "loss_weighting": "loss_weighting",
+}
+
+
 def validate_config(cfg: DictConfig) -> None:
     validate_command_line(cfg)
     d = cfg.diffusion
-    _choice("diffusion.schedule", d.schedule, sorted(BETA_SCHEDULES), "schedule")
-    _choice("diffusion.var_type", d.var_type, VAR_TYPES, "variance")
-    _choice("diffusion.loss_type", d.loss_type, LOSS_TYPES, "loss")
-    _choice("diffusion.mean_type", d.mean_type, MEAN_TYPES, "parameterization")
-    _choice("diffusion.loss_weighting", d.get("loss_weighting", "none"), LOSS_WEIGHTINGS, "loss_weighting")
-    try:  # the diffusion's own constructor holds its rules (T >= 2, variance x loss, ZTSNR x eps, ...)
+    try:  # the diffusion's own constructor holds its rules (choices, T >= 2, variance x loss, ZTSNR x eps, ...)
         instantiate(cfg.diffusion)
     except (ValueError, InstantiationException) as err:
         cause = constructor_error(err)
+        if isinstance(cause, ChoiceError):  # named with its config key and the group that sets it
+            group = DIFFUSION_GROUPS.get(cause.key)
+            raise ConfigError(
+                f"diffusion.{cause.key}={cause.value!r} is not valid; allowed values: "
+                f"{', '.join(map(str, cause.allowed))}{f' (command line: {group}=NAME)' if group else ''}."
+            ) from err
         raise ConfigError(
             f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
             f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"

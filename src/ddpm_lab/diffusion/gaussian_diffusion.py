@@ -14,6 +14,7 @@ import torch
 
 from . import losses
 from . import parameterization as param
+from .choices import check_choice
 from .likelihoods import gaussian_prior_kl_bits
 from .losses import LOSS_TYPES
 from .nll import nll_bits_per_dim
@@ -24,11 +25,6 @@ VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
 LEARNED_VAR_TYPES = ("learned", "learned_range")
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _check_choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"Unknown {kind} {value!r}; choose one of: {', '.join(allowed)}.")
 
 
 class GaussianDiffusion:
@@ -65,9 +61,9 @@ class GaussianDiffusion:
         offset_noise: float = 0.0,
         timestep_map: torch.Tensor | None = None,
     ) -> None:
-        _check_choice("mean_type", mean_type, param.MEAN_TYPES)
-        _check_choice("var_type", var_type, VAR_TYPES)
-        _check_choice("loss_type", loss_type, LOSS_TYPES)
+        check_choice("mean_type", mean_type, param.MEAN_TYPES)
+        check_choice("var_type", var_type, VAR_TYPES)
+        check_choice("loss_type", loss_type, LOSS_TYPES)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a 1-D tensor with T >= 1 entries, got shape {tuple(betas.shape)}.")

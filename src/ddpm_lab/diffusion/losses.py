@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import parameterization as param
+from .choices import check_choice
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 
 if TYPE_CHECKING:
@@ -40,8 +41,7 @@ def loss_term_names(loss_type: str) -> tuple[str, ...]:
 
 def check_loss_weighting(weighting: str, loss_type: str, min_snr_gamma: float, p2_gamma: float, p2_k: float) -> None:
     """Raise a ValueError for an unknown weighting, bad constants, or a loss it cannot weight."""
-    if weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(f"Unknown loss_weighting {weighting!r}; choose one of: {', '.join(LOSS_WEIGHTINGS)}.")
+    check_choice("loss_weighting", weighting, LOSS_WEIGHTINGS)
     if weighting != "none" and loss_type == "kl":
         raise ValueError(
             f"loss_weighting={weighting!r} reweights the mse/l1 term, but loss=kl has none: the bound's "

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from ..checks import is_int
+from .choices import check_choice
 
 MAX_BETA = 0.999
 
@@ -98,11 +99,7 @@ BETA_SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {
 
 def make_beta_schedule(name: str, num_timesteps: int) -> torch.Tensor:
     """Return the betas of the named schedule as a float64 tensor of shape (num_timesteps,)."""
-    if name not in BETA_SCHEDULES:
-        raise ValueError(
-            f"Unknown beta schedule {name!r}. Choose one of: {', '.join(sorted(BETA_SCHEDULES))} "
-            "(e.g. schedule=cosine on the ddpm-train command line)."
-        )
+    check_choice("schedule", name, sorted(BETA_SCHEDULES), what="beta schedule")
     if not is_int(num_timesteps) or num_timesteps < 2:
         # T = 1 leaves no reverse step but the decoder: a chain needs at least 2 steps.
         raise ValueError(
