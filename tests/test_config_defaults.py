@@ -58,3 +58,18 @@ def test_yaml_values_equal_the_code_defaults(path):
 def test_the_check_sees_the_configured_classes():
     seen = {target for path in FILES for _, target, _, _ in configured(OmegaConf.to_container(OmegaConf.load(path)))}
     assert {"ddpm_lab.lightning.DiffusionModule", "ddpm_lab.lightning.FIDCallback"} <= seen
+
+
+def test_run_sampling_defaults_are_the_modules_and_presets_leave_eta_to_its_sampler():
+    """``sampling`` has no ``_target_``, so the check above cannot see it: the composed default equals
+    SAMPLING_DEFAULTS (what a DiffusionModule built in Python samples with), and no sampler preset restates the
+    sampler's eta (diffusion.DEFAULT_ETA is its one source)."""
+    from hydra import compose, initialize_config_dir
+
+    from ddpm_lab.lightning.module import SAMPLING_DEFAULTS
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="train", overrides=["~experiment"])
+    assert OmegaConf.to_container(cfg.sampling) == SAMPLING_DEFAULTS
+    for preset in sorted((CONFIG_DIR / "sampler").glob("*.yaml")):
+        assert OmegaConf.load(preset).eta is None, preset.name
