@@ -41,8 +41,11 @@ def test_mnist_reads_idx_files(tmp_path, gz):
 
 def test_mnist_resizes_to_the_configured_size(tmp_path):
     write_tiny_mnist(tmp_path)
-    dm = MNISTDataModule(data_dir=tmp_path, image_size=32, batch_size=4, download=False)
+    dm = MNISTDataModule(data_dir=tmp_path, image_size=32, batch_size=4, download=False, random_flip=False)
     assert first_batch(dm).shape == (4, 1, 32, 32)
+    # image i is the constant 6*i: resized, it is still that constant, scaled to [-1, 1]
+    for i in (0, 7, 39):
+        torch.testing.assert_close(dm.train_set[i], torch.full((1, 32, 32), 6 * i / 127.5 - 1))
 
 
 def test_cifar10_reads_python_batches_and_flips(tmp_path):
@@ -88,6 +91,10 @@ def test_image_folder(tmp_path):
     dm.setup()
     assert len(dm.train_set) == 4 and len(dm.val_set) == 2
     assert first_batch(dm).shape == (2, 3, 8, 8)
+    # every image once, across the splits, centre-cropped and resized with its flat colour kept
+    images = [dm.images(split)[i] for split in ("train", dm.val_split) for i in range(len(dm.images(split)))]
+    assert sorted(int(x[0].float().mean()) for x in images) == [0, 40, 80, 120, 160, 200]
+    assert all(int(x[1:].max()) == 0 for x in images)
 
 
 @pytest.mark.parametrize(
