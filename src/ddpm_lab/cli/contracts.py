@@ -45,9 +45,9 @@ def check_network_class(network_cls: type, conditional: bool) -> None:
         )
 
 
-def check_network_output(network, sample_shape: Sequence[int], learned_variance: bool, conditional: bool) -> None:
+def check_network_output(network, sample_shape: Sequence[int], diffusion, conditional: bool) -> None:
     """One forward pass of a batch of 2 on the network's device (the meta device at start-up: shapes only)
-    returns ``(2, C_out, *sample_shape[1:])``."""
+    returns ``(2, C_out, *sample_shape[1:])``, C_out as ``diffusion.model_output_channels`` says."""
     import torch
 
     device = next((p.device for p in network.parameters()), torch.device("cpu"))
@@ -63,11 +63,10 @@ def check_network_output(network, sample_shape: Sequence[int], learned_variance:
             f"model={name}: {call} with x_t of shape {tuple(x.shape)} and t of shape (2,) failed: "
             f"{type(err).__name__}: {err} ({README_SECTION})."
         ) from err
-    channels = sample_shape[0] * (2 if learned_variance else 1)
-    expected = (2, channels, *sample_shape[1:])
+    expected = (2, diffusion.model_output_channels(sample_shape[0]), *sample_shape[1:])
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        halves = " (mean and variance halves: the variance is learned)" if learned_variance else ""
+        halves = " (mean and variance halves: the variance is learned)" if diffusion.learned_variance else ""
         raise ConfigError(
             f"model={name}: {call} must return a tensor of shape {expected}{halves} for data of shape "
             f"{tuple(sample_shape)}, but returned {got} ({README_SECTION})."

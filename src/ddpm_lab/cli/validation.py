@@ -264,7 +264,7 @@ def validate_network_builds(cfg: DictConfig, shape: list[int]) -> None:
             f"the network cannot be built for data of shape {tuple(shape)}: {cause} ({settings})."
         ) from err
     with torch.device("meta"), torch.no_grad():
-        check_network_output(network, shape, diffusion.learned_variance, conditional)
+        check_network_output(network, shape, diffusion, conditional)
     warn_if_network_dwarfs_data(network, shape, cfg.model._target_)
     try:
         with torch.device("meta"):
