@@ -121,6 +121,8 @@ def test_quickstart_from_outside_the_repository(installed):
     summary = json.loads(record.read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 4
     assert np.isfinite(summary["final"]["val/fid"])
+    (wandb_run,) = record.parent.glob("wandb/offline-run-*")  # the record names the local W&B run
+    assert wandb_run.name.endswith(f"-{summary['wandb_run_id']}")
 
 
 def test_their_experiment_overrides_ours_and_a_file_named_as_ours_is_refused(installed):

@@ -143,11 +143,9 @@ def build_trainer(cfg: DictConfig, record: JobRecord, resolved: str, resuming: b
         plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
     )
     if record.writes:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                record.update(wandb_run_id=logger.experiment.id)
         code = code_provenance(trainer.strategy.root_device)  # which code and device made these numbers
-        record.update(code=code)
+        wandb_ids = [logger.experiment.id for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        record.update(code=code, **({"wandb_run_id": wandb_ids[0]} if wandb_ids else {}))
         # The whole resolved config, so W&B's runs table can filter and group by any setting (lr, T, EMA...);
         # the module saves no hyperparameters of its own, so Lightning would log none.
         for logger in trainer.loggers:
