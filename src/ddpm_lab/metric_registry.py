@@ -51,6 +51,7 @@ METRICS: dict[str, Metric] = {
         _sample_quality("val/kid_std", None, "std of KID over its subsets"),
         _sample_quality("val/is_std", None, "std of IS over its splits"),
         Metric("val/nll_bpd", "lower", "variational bound on the NLL, bits/dim", shown=True),
+        Metric("val/ode_nll_bpd", "lower", "probability-flow ODE NLL of dequantised data, bits/dim", shown=True),
         Metric("val/sample_distance", "lower", "MMD between samples and data (2-D), clipped at 0", shown=True),
         Metric("val/sample_mmd2", "lower", "unbiased MMD^2 between samples and data (2-D), signed", shown=True),
         Metric("val/sample_distance_gaussian", None, "MMD between N(0, I) and the data: the untrained yardstick"),

@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict:
     validate_eval_config(cfg)
     import lightning as L
 
-    from ..diffusion import model_evaluations, resolve_sampling
+    from ..diffusion import resolve_sampling
     from ..lightning import FIDCallback, MetricsRecordLogger, SampleDistanceCallback
     from ..lightning.evaluation import EvaluateAtValidationEnd
     from ..provenance import code_provenance
@@ -117,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info(f"evaluated {cfg.ckpt_path}: {out / 'eval_metrics.json'}")
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
     sampling = resolve_sampling(module.sampling, fid.sampling if fid else {})
-    steps = sampling["steps"] or module.diffusion.num_timesteps
+    steps = sampling["steps"] or module.diffusion.num_timesteps  # continuous objectives always have steps
     write_summary(
         out,
         status="completed",
@@ -126,7 +126,7 @@ def evaluate(cfg: DictConfig) -> dict:
             "steps": steps,
             "spacing": sampling["spacing"],
             "eta": sampling["eta"],
-            "nfe": model_evaluations(sampling["sampler"], steps),
+            "nfe": module.diffusion.model_evaluations(sampling["sampler"], steps),
             **({"ema_std": posthoc["sigma_rel"]} if posthoc else {}),
         },
         protocol_subject=["sampler", "sampler_steps", "eta", "spacing", "nfe"],  # what ddpm-eval sweeps compare

@@ -1,12 +1,16 @@
 """The diffusion core: schedules, forward process, posterior, parameterisations, variances, losses, samplers
-and the NLL bound. Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
+and the NLL bound of DDPM, and the EDM and flow-matching objectives beside it (``objectives``). Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
 
 from typing import Any
 
 from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
 from .guidance import balanced_labels, drop_labels, guided_model
+from .edm import EDM_SAMPLERS, EDMProcess, karras_sigmas
+from .flow_matching import FLOW_SAMPLERS, FlowMatchingProcess
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .losses import LOSS_TYPES, LOSS_WEIGHTINGS, loss_term_names
+from .objectives import OBJECTIVES, ddpm_settings_conflict
+from .ode_likelihood import ode_log_likelihood
 from .parameterization import MEAN_TYPES, eps_from_x0, v_from_x0_eps, x0_from_eps, x0_from_v
 from .respacing import SPACINGS, respaced_betas, space_timesteps
 from .sampling import DEFAULT_ETA, SAMPLERS, STOCHASTIC_ETA, Trajectory, default_eta, resolve_sampling
@@ -37,6 +41,14 @@ def build_gaussian_diffusion(
 
 
 __all__ = [
+    "EDM_SAMPLERS",
+    "FLOW_SAMPLERS",
+    "OBJECTIVES",
+    "EDMProcess",
+    "FlowMatchingProcess",
+    "ddpm_settings_conflict",
+    "karras_sigmas",
+    "ode_log_likelihood",
     "BETA_SCHEDULES",
     "DEFAULT_ETA",
     "LOSS_TYPES",

@@ -19,7 +19,9 @@ from .likelihoods import gaussian_prior_kl_bits
 from .losses import LOSS_TYPES
 from .nll import nll_bits_per_dim
 from .respacing import respaced_betas, space_timesteps
-from .sampling import sample_loop
+from .sampling import SAMPLERS, sample_loop
+from .solvers import model_evaluations
+from .timestep_sampling import make_timestep_sampler
 
 VAR_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
 LEARNED_VAR_TYPES = ("learned", "learned_range")
@@ -46,6 +48,10 @@ class GaussianDiffusion:
         offset_noise: strength of offset noise in training (0 = plain N(0, I) noise; images only).
         timestep_map: int64 (T,), the timestep the network is told for each step of this chain (respacing).
     """
+
+    objective = "ddpm"
+    samplers = SAMPLERS
+    nll_metric = "val/nll_bpd"  # the variational bound (``nll``), never mixed with an ODE likelihood
 
     def __init__(
         self,
@@ -161,6 +167,14 @@ class GaussianDiffusion:
                 f"{data_channels}-channel data), but the network outputs {model_out_channels}. Build the network "
                 f"with learned_variance={self.learned_variance}."
             )
+
+    def make_timestep_sampler(self, name: str):
+        """The named training-timestep sampler over this chain's T steps (``timestep_sampling``)."""
+        return make_timestep_sampler(name, self.num_timesteps)
+
+    def model_evaluations(self, sampler: str, steps: int | None) -> int:
+        """NFE of ``steps`` steps of ``sampler`` (None: all T)."""
+        return model_evaluations(sampler, self.num_timesteps if steps is None else steps)
 
     def coef(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Table ``name`` at timesteps t (B,), cast to x's dtype and shaped (B, 1, ...) to broadcast with x."""

@@ -47,6 +47,10 @@ class TimestepSampler:
         weights = 1.0 / (self.num_timesteps * p[t])
         return t.to(device), weights.float().to(device)
 
+    def validation_time(self, generator: torch.Generator) -> torch.Tensor:
+        """One fixed timestep (1,) drawn uniformly from an item's own generator (validation losses)."""
+        return torch.randint(0, self.num_timesteps, (1,), generator=generator)
+
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-example losses for timesteps t (no-op for non-adaptive samplers)."""
 

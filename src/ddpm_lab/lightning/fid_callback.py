@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tqdm.auto import tqdm
 
-from ..diffusion import balanced_labels, model_evaluations, resolve_sampling
+from ..diffusion import balanced_labels, resolve_sampling
 from ..diffusion.noise import per_sample_generators
 from ..metrics import (
     InceptionFeatures,
@@ -267,7 +267,7 @@ class FIDCallback(PeriodicEvaluation):
             "spacing": settings["spacing"],
             "conditional": pl_module.num_classes is not None,
             "guidance_scale": settings["guidance_scale"] if pl_module.num_classes is not None else None,
-            "nfe": model_evaluations(settings["sampler"], settings["steps"] or pl_module.diffusion.num_timesteps),
+            "nfe": pl_module.diffusion.model_evaluations(settings["sampler"], settings["steps"]),
             "weights": "ema" if self.use_ema else "raw",
             "kid_subset_size": values.get("kid_subset_size"),
             "bootstrap": f"{options.bootstrap} replicates, {BOOTSTRAP_METHOD}" if options.bootstrap else None,

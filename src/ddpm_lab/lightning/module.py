@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from ..checks import is_int, is_number
-from ..diffusion import GaussianDiffusion, loss_term_names, make_timestep_sampler, resolve_sampling
+from ..diffusion import GaussianDiffusion, loss_term_names, resolve_sampling
 from ..diffusion.guidance import balanced_labels, drop_labels, guided_model
 from ..models import EMA
 from .checkpointing import gather_rng_states, restore_rng_state, seed_rank_stream
@@ -37,7 +37,8 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
     network: ``network(x_t, t)`` (the contract in ``ddpm_lab.cli.contracts``); a class-conditional one
         (``num_classes`` set) is ``network(x_t, t, y)`` and trains on (x, y) batches. With ``in_channels`` and
         ``out_channels`` attributes (UNet, MLPDenoiser) they are checked against the variance type here.
-    diffusion: the process, parameterisation, variance and loss.
+    diffusion: the process and its loss: a ``GaussianDiffusion`` (DDPM: parameterisation, variance, loss), an
+        ``EDMProcess`` or a ``FlowMatchingProcess`` (``diffusion.objectives``).
     optimizer: a partial optimiser, called with the network's parameters (Hydra ``_partial_: true``).
     sample_shape: shape of one data point, e.g. (3, 32, 32) or (2,).
     lr_warmup_steps: linear learning-rate warm-up (DDPM: 5000); lr_schedule: after it, ``constant`` (DDPM),
@@ -91,7 +92,7 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
         check_lr_schedule(lr_schedule, lr_warmup_steps, lr_min_ratio)
         self.lr_warmup_steps, self.lr_schedule, self.lr_min_ratio = lr_warmup_steps, lr_schedule, lr_min_ratio
         try:
-            self.timestep_sampler = make_timestep_sampler(timestep_sampler, diffusion.num_timesteps)
+            self.timestep_sampler = diffusion.make_timestep_sampler(timestep_sampler)
         except ValueError as err:  # the sampler's own rule, with the config key that set it
             raise ValueError(f"module.timestep_sampler={timestep_sampler!r}: {err}") from None
         self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
@@ -184,7 +185,7 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
         t, noise = [], []
         for item in index.tolist():
             generator = torch.Generator().manual_seed(int(item))
-            t.append(torch.randint(0, self.diffusion.num_timesteps, (1,), generator=generator))
+            t.append(self.timestep_sampler.validation_time(generator))
             noise.append(torch.randn(x.shape[1:], generator=generator))
         t, noise = torch.cat(t).to(self.device), torch.stack(noise).to(self.device, x.dtype)
         terms = self._losses(with_labels(self.ema.module, labels), x, t, noise)
