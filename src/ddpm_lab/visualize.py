@@ -48,8 +48,11 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     return np.asarray(picture)
 
 
-def trajectory_label(level: int, start: int) -> str:
-    """A trajectory frame's label: ``level`` is 1-based (DDPM's x_level), so the state sits at 0-based t - 1."""
+def trajectory_label(level: int | float, start: int | float, level_name: str | None = None) -> str:
+    """A trajectory frame's label: ``level`` is 1-based (DDPM's x_level), so the state sits at 0-based t - 1;
+    a continuous objective's level is its noise variable's value (``level_name``: sigma or t)."""
+    if level_name is not None:
+        return f"{level_name}={level:.3g}"
     if level == 0:
         return "x_0"
     return f"x_T (t={level - 1})" if level == start else f"t={level - 1}"
@@ -64,7 +67,8 @@ def save_trajectory_strip(trajectory: Trajectory, path: str | Path, num_rows: in
     fig, ax = figure(figsize=(max(4.0, 1.0 * k), max(2.0, 1.0 * r) + 0.6), dpi=100)
     ax.imshow(grid, interpolation="nearest")
     cell = grid.shape[1] / k
-    labels = [trajectory_label(level, trajectory.noise_levels[0]) for level in trajectory.noise_levels]
+    first = trajectory.noise_levels[0]
+    labels = [trajectory_label(level, first, trajectory.level_name) for level in trajectory.noise_levels]
     ax.set_xticks([cell * (i + 0.5) for i in range(k)], labels, fontsize=8)
     ax.set_yticks([])
     ax.set_title("denoising trajectory: x_T (noise) -> x_0 (sample)", fontsize=9)

@@ -83,7 +83,9 @@ def test_loss_is_the_papers_weighted_denoising_error():
     with torch.no_grad():
         f = network(c_in * x)
         denoised = c_skip * x + c_out * f
-        torch.testing.assert_close(terms["loss"], (total / (sigma * 0.5) ** 2 * (denoised - y) ** 2).mean(1), rtol=1e-10, atol=0)
+        torch.testing.assert_close(
+            terms["loss"], (total / (sigma * 0.5) ** 2 * (denoised - y) ** 2).mean(1), rtol=1e-10, atol=0
+        )
         torch.testing.assert_close(terms["loss"], ((f - (y - c_skip * x) / c_out) ** 2).mean(1), rtol=1e-10, atol=0)
         torch.testing.assert_close(terms["mse"], ((denoised - y) ** 2).mean(1))
 
@@ -94,14 +96,14 @@ def test_loss_is_the_papers_weighted_denoising_error():
 def test_gaussian_oracle_reproduces_the_data(heun, steps, churn, tol):
     """With the exact denoiser of N(mu, diag(s^2)) data, Heun at 25 steps (49 NFE), Euler at 50 and Heun with
     churn at 50 (Algorithm 2, S_churn = 10) give that Gaussian: mean and relative std within 3.5% (Heun), 8%
-    (Euler, first order: its std is 0.93 x at 50 steps) and 5% (churn; 7.8% at 25 steps) over 20k samples (sampling error ~1%). The
-    tolerance is the discretisation's: Heun's std error is 5% at 18 steps and 0.2% at 100 on this Gaussian."""
+    (Euler, first order: its std is 0.93 x at 50 steps) and 5% (churn; 7.8% at 25 steps) over 20k samples
+    (sampling error ~1%). The tolerance is the discretisation's: Heun's std error is 5% at 18 steps and
+    0.2% at 100 on this Gaussian."""
     process = EDMProcess(s_churn=churn)
     sigmas = process.sigmas(steps).tolist()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(20_000, 2, generator=generator, dtype=torch.float64) * sigmas[0]
-    for x in edm_sampler_steps(edm_denoiser, x, sigmas, heun, generator=generator, **process.churn):
-        pass
+    *_, x = edm_sampler_steps(edm_denoiser, x, sigmas, heun, generator=generator, **process.churn)
     torch.testing.assert_close(x.mean(0), MU, atol=tol, rtol=0)
     torch.testing.assert_close(x.std(0), STD, rtol=tol, atol=0)
 
@@ -118,8 +120,8 @@ def test_process_sample_with_the_oracle_network():
 
 def test_ode_likelihood_of_the_exact_denoiser_is_the_gaussian_log_density():
     """The probability-flow ODE from sigma_min to sigma_max with the exact denoiser and exact divergence gives
-    log N(x; mu, s^2 + sigma_min^2) (scipy) within 0.03 nats (Heun, 200 steps); the prior N(0, 80^2) vs the true N(mu, s^2 + 80^2)
-    costs < 1e-3."""
+    log N(x; mu, s^2 + sigma_min^2) (scipy) within 0.03 nats (Heun, 200 steps); the prior N(0, 80^2) vs the
+    true N(mu, s^2 + 80^2) costs < 1e-3."""
     process = EDMProcess()
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * STD + MU
 

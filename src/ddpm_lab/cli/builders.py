@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from ..diffusion import GaussianDiffusion
+from ..diffusion import GaussianDiffusion, ddpm_settings_conflict
 from ..lightning import DiffusionModule, MetricsRecordLogger
 from ..lightning.checkpointing import load_checkpoint
 from .contracts import callback_nodes, check_datamodule, check_network_class
@@ -30,8 +30,24 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     return datamodule
 
 
-def build_diffusion(cfg: DictConfig) -> GaussianDiffusion:
-    return instantiate(cfg.diffusion)
+def process_node(cfg: DictConfig) -> DictConfig:
+    """The node the objective is built from: ``process`` (edm, flow_matching) or, for DDPM (``process: null``,
+    and configs stored before the process group existed), ``diffusion``."""
+    return cfg.get("process") or cfg.diffusion
+
+
+def is_ddpm(cfg: DictConfig) -> bool:
+    return not cfg.get("process")
+
+
+def build_diffusion(cfg: DictConfig):
+    """The objective (``diffusion.objectives``): a GaussianDiffusion, EDMProcess or FlowMatchingProcess. A
+    continuous-time one refuses DDPM settings it cannot honour (``ddpm_settings_conflict``)."""
+    process = instantiate(process_node(cfg))
+    conflict = ddpm_settings_conflict(process.objective, cfg.diffusion)
+    if conflict:
+        raise ValueError(conflict)
+    return process
 
 
 def build_module(

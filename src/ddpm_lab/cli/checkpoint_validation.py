@@ -15,15 +15,17 @@ def validate_eval_config(cfg: DictConfig) -> None:
     from hydra.utils import get_class
 
     validate_command_line(cfg)
+    from .builders import build_diffusion
+
     stored = checkpoint_run_config(cfg.get("ckpt_path"))
-    T = stored.diffusion.num_timesteps
+    diffusion = build_diffusion(stored)
     validate_posthoc_ema(cfg)
     if cfg.get("sampling") is not None:
-        validate_sampling(cfg.sampling, "sampling", T)
+        validate_sampling(cfg.sampling, "sampling", diffusion)
     fid = (cfg.get("metrics") or {}).get("fid")
     if fid is None or getattr(get_class(stored.data._target_), "kind", "image") == "points":
         return  # 2-D data is measured by val/sample_distance: no FID, no Inception weights needed
-    validate_sampling(fid, "metrics.fid", T)
+    validate_sampling(fid, "metrics.fid", diffusion)
     validate_fid_options(fid)
 
 
@@ -95,8 +97,10 @@ def validate_sample_config(cfg: DictConfig) -> None:
     for key in ("num_samples", "batch_size"):
         if not (is_int(cfg.get(key)) and cfg.get(key) >= 1):
             raise ConfigError(f"{key}={cfg.get(key)!r} is not valid: use an integer >= 1.")
+    from .builders import build_diffusion
+
     stored = checkpoint_run_config(cfg.get("ckpt_path"))
-    validate_sampling(cfg.sampling, "sampling", stored.diffusion.num_timesteps)
+    validate_sampling(cfg.sampling, "sampling", build_diffusion(stored))
 
 
 def _differences(stored, current, prefix: str) -> list[str]:
@@ -128,7 +132,7 @@ def validate_resume(module, ckpt_path) -> int:
         changes = []
         if stored_yaml and module.run_config:
             stored, current = (OmegaConf.to_container(OmegaConf.create(y)) for y in (stored_yaml, module.run_config))
-            for section in ("model", "diffusion", "data", "conditioning"):
+            for section in ("model", "diffusion", "process", "data", "conditioning"):
                 changes += _differences(stored.get(section), current.get(section), section)
         said = "; ".join(changes[:8]) or "no config difference found (a checkpoint of another program?)"
         raise ConfigError(

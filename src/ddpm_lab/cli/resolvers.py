@@ -3,6 +3,8 @@
 ``${ddpm_lab.optuna_direction:${objective}}`` is the sweep direction of the objective metric, from the metric
 registry (maximize for val/is, val/precision, val/recall; minimize for distances and losses).
 
+``${ddpm_lab.sigma_data:${data._target_}}`` is EDM's sigma_data for the configured data (``data_sigma``).
+
 ``${ddpm_lab.root:}`` replaces ``${hydra:runtime.cwd}`` in ``paths.root_dir``: Hydra's sweepers resolve
 ``hydra.sweep.dir`` before HydraConfig exists, so anything built on a ``hydra:`` interpolation fails before the
 first job of a multirun. The value is cached, and Hydra copies the resolver cache into every job's config, so
@@ -58,12 +60,23 @@ def gpus_per_node(accelerator: object, devices: object) -> int:
     return slurm_tasks_per_node(accelerator, devices) if str(accelerator) in ("gpu", "cuda") else 0
 
 
+def data_sigma(data_target: str) -> float:
+    """EDM's sigma_data for the configured data: its DataModule's ``sigma_data`` attribute (points: 1 after
+    standardisation), else EDM's for images in [-1, 1] (``diffusion.edm.IMAGE_SIGMA_DATA``)."""
+    from hydra.utils import get_class
+
+    from ..diffusion.edm import IMAGE_SIGMA_DATA
+
+    return float(getattr(get_class(data_target), "sigma_data", IMAGE_SIGMA_DATA))
+
+
 def register_resolvers() -> None:
     for name, function in (
         ("ddpm_lab.root", project_root),
         ("ddpm_lab.slurm_tasks_per_node", slurm_tasks_per_node),
         ("ddpm_lab.gpus_per_node", gpus_per_node),
         ("ddpm_lab.optuna_direction", optuna_direction),
+        ("ddpm_lab.sigma_data", data_sigma),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function, use_cache=name == "ddpm_lab.root")

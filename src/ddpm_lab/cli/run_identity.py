@@ -23,6 +23,7 @@ CHOICE_GROUPS = (
     "loss",
     "loss_weighting",
     "parameterization",
+    "process",
     "conditioning",
     "sampler",
     "optimizer",
@@ -31,8 +32,27 @@ CHOICE_GROUPS = (
 )
 
 
+# What only the DDPM chain reads: left out of a continuous-time objective's choices (they do not apply to it).
+DDPM_ONLY_CHOICES = (
+    "schedule",
+    "variance",
+    "loss",
+    "loss_weighting",
+    "parameterization",
+    "zero_terminal_snr",
+    "offset_noise",
+)
+
+
 def config_choices(cfg: DictConfig) -> dict[str, Any]:
     """The config-group choices of this run (from Hydra when it runs the job), for records and leaderboards."""
+    choices = _all_choices(cfg)
+    if cfg.get("process"):  # edm / flow_matching
+        return {k: v for k, v in choices.items() if k not in DDPM_ONLY_CHOICES}
+    return choices
+
+
+def _all_choices(cfg: DictConfig) -> dict[str, Any]:
     d = cfg.diffusion
     # Ablation axes that are values, not groups: the leaderboard shows them as columns where they vary.
     values = {"zero_terminal_snr": d.get("zero_terminal_snr", False), "offset_noise": d.get("offset_noise", 0.0)}

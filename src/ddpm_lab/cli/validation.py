@@ -87,43 +87,92 @@ DIFFUSION_GROUPS = {
 
 def validate_config(cfg: DictConfig) -> None:
     validate_command_line(cfg)
-    d = cfg.diffusion
-    try:  # the diffusion's own constructor holds its rules (choices, T >= 2, variance x loss, ZTSNR x eps, ...)
-        instantiate(cfg.diffusion)
-    except (ValueError, InstantiationException) as err:
-        cause = constructor_error(err)
-        if isinstance(cause, ChoiceError):  # named with its config key and the group that sets it
-            group = DIFFUSION_GROUPS.get(cause.key)
-            raise ConfigError(
-                f"diffusion.{cause.key}={cause.value!r} is not valid; allowed values: "
-                f"{', '.join(map(str, cause.allowed))}{f' (command line: {group}=NAME)' if group else ''}."
-            ) from err
-        raise ConfigError(
-            f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
-            f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
-        ) from err
-    T = d.num_timesteps
-    validate_sampling(cfg.sampling, "sampling", T, groups=True)
+    diffusion = validate_objective_settings(cfg)
+    validate_sampling(cfg.sampling, "sampling", diffusion, groups=True)
     validate_fast_paths(cfg)
     validate_loggers(cfg)
     validate_model_for_data(cfg, validate_data(cfg))
     validate_training_loop(cfg)
     fid = (cfg.get("metrics") or {}).get("fid")
     if fid is not None:
-        validate_sampling(fid, "metrics.fid", T)
+        validate_sampling(fid, "metrics.fid", diffusion)
     validate_fid_options(fid)
     validate_callbacks(cfg)
     validate_objective(cfg)
 
 
-def validate_sampling(node, prefix: str, num_timesteps: int | None = None, groups: bool = False) -> None:
-    """sampler, steps, eta and spacing of a sampling block (``sampling``, ``metrics.fid``); null keeps the
-    run's own setting where the block allows it. ``num_timesteps`` bounds steps when known."""
+# The groups that set the DDPM chain (the ``diffusion`` node), which a continuous-time objective does not read.
+DDPM_GROUPS = ("schedule", "variance", "loss", "loss_weighting", "parameterization")
+
+
+def validate_objective_settings(cfg: DictConfig):
+    """Build the objective (``process`` group) as training will: its constructor holds its rules (choices,
+    T >= 2, variance x loss, ZTSNR x eps, EDM's sigma range, ...), and ``build_diffusion`` refuses DDPM settings
+    a continuous-time objective cannot honour. DDPM groups or ``diffusion.*`` keys given on the command line
+    with edm/flow_matching are refused too: they would change nothing. Returns the built objective."""
+    from .builders import build_diffusion, is_ddpm
+
+    d = cfg.diffusion
+    try:
+        diffusion = build_diffusion(cfg)
+    except (ValueError, TypeError, InstantiationException) as err:
+        cause = constructor_error(err)
+        if isinstance(cause, ChoiceError):  # named with its config key and the group that sets it
+            group = DIFFUSION_GROUPS.get(cause.key) if is_ddpm(cfg) else None
+            node = "diffusion" if is_ddpm(cfg) else "process"
+            raise ConfigError(
+                f"{node}.{cause.key}={cause.value!r} is not valid; allowed values: "
+                f"{', '.join(map(str, cause.allowed))}{f' (command line: {group}=NAME)' if group else ''}."
+            ) from err
+        if not is_ddpm(cfg):
+            raise ConfigError(f"process={cfg.process._target_.rsplit('.', 1)[-1]}: {cause}") from err
+        raise ConfigError(
+            f"{cause} (variance={d.var_type}, loss={d.loss_type}, parameterization={d.mean_type}, "
+            f"loss_weighting={d.get('loss_weighting', 'none')}, zero_terminal_snr={d.get('zero_terminal_snr', False)})"
+        ) from err
+    unused = [
+        o
+        for o in command_line_overrides()
+        if o.split("=", 1)[0].lstrip("+~") in DDPM_GROUPS or o.lstrip("+~").startswith("diffusion.")
+    ]
+    if unused and not is_ddpm(cfg):
+        raise ConfigError(
+            f"process={diffusion.objective} does not read the DDPM chain's settings, so {', '.join(unused)} would "
+            f"change nothing. Drop them, or use process=ddpm. The objective's own settings are under process. "
+            f"(e.g. process.p_mean=-1.0 for edm, process.time_sampling=uniform for flow_matching)."
+        )
+    return diffusion
+
+
+def command_line_overrides() -> list[str]:
+    """This run's command-line overrides ([] outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def validate_sampling(node, prefix: str, diffusion=None, groups: bool = False) -> None:
+    """sampler, steps, eta and spacing of a sampling block (``sampling``, ``metrics.fid``) for the objective
+    ``diffusion`` (its samplers; DDPM's T bounds steps; a continuous-time one needs steps and has no eta); null
+    keeps the run's own setting where the block allows it."""
+    samplers = diffusion.samplers if diffusion is not None else SAMPLERS
+    objective = getattr(diffusion, "objective", "ddpm")
     if node.get("sampler") is not None:
-        _choice(f"{prefix}.sampler", node.sampler, SAMPLERS, "sampler" if groups else None)
+        how = " (command line: sampler=NAME)" if groups else ""
+        if node.sampler not in samplers:
+            raise ConfigError(
+                f"{prefix}.sampler={node.sampler!r} is not a sampler of process={objective}; allowed values: "
+                f"{', '.join(samplers)}{how}."
+            )
     if node.get("spacing") is not None:
         _choice(f"{prefix}.spacing", node.spacing, SPACINGS)
-    steps, top = node.get("steps"), num_timesteps
+    steps, top = node.get("steps"), getattr(diffusion, "num_timesteps", None)
+    continuous = diffusion is not None and top is None
+    if steps is None and continuous and "steps" in node:
+        raise ConfigError(
+            f"{prefix}.steps=null means all T steps of the DDPM chain, but process={objective} is continuous in "
+            f"time: give a number of steps (e.g. {prefix}.steps=18)."
+        )
     if steps is not None and not (is_int(steps) and 1 <= steps <= (top or steps)):
         bound = f"an integer in [1, {top}]" if top else "an integer >= 1"
         raise ConfigError(f"{prefix}.steps={steps!r} is not valid: use null (all steps) or {bound}.")
@@ -139,6 +188,11 @@ def validate_sampling(node, prefix: str, num_timesteps: int | None = None, group
             f"{prefix}.eta={eta!r} is not valid: use a number >= 0 (0 = deterministic; 1 = DDPM-like noise for "
             "ddim and euler_ancestral)."
         )
+    if eta and continuous:
+        raise ConfigError(
+            f"{prefix}.eta={eta} is the DDPM samplers' (ddim, euler_ancestral); process={objective} samples its "
+            "ODE deterministically (EDM's stochasticity is process.s_churn). Use eta=null."
+        )
 
 
 def logged_metrics(cfg: DictConfig) -> set[str]:
@@ -147,8 +201,9 @@ def logged_metrics(cfg: DictConfig) -> set[str]:
     from hydra.utils import get_class
 
     from ..diffusion import loss_term_names
+    from .builders import build_diffusion
 
-    terms = loss_term_names(cfg.diffusion.loss_type)
+    terms = loss_term_names(build_diffusion(cfg).loss_type)
     names = {f"{split}/{term}" for split in ("train", "val") for term in terms}
     for node in callback_nodes(cfg):
         declared = getattr(get_class(node._target_), "logged_metrics", None)

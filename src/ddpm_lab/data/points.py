@@ -22,6 +22,8 @@ class PointsDataModule(L.LightningDataModule):
     val_split = "val"
     reference_split = "val"
     sample_shape: tuple[int, ...] = (2,)
+    # The data's standard deviation, EDM's sigma_data (process=edm reads it): 1 after standardisation.
+    sigma_data = 1.0
 
     def __init__(
         self,

@@ -1,12 +1,13 @@
 """The diffusion core: schedules, forward process, posterior, parameterisations, variances, losses, samplers
-and the NLL bound of DDPM, and the EDM and flow-matching objectives beside it (``objectives``). Pure PyTorch: importing it pulls in neither Lightning nor Hydra."""
+and the NLL bound of DDPM, and the EDM and flow-matching objectives beside it (``objectives``). Pure PyTorch:
+importing it pulls in neither Lightning nor Hydra."""
 
 from typing import Any
 
-from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
-from .guidance import balanced_labels, drop_labels, guided_model
 from .edm import EDM_SAMPLERS, EDMProcess, karras_sigmas
 from .flow_matching import FLOW_SAMPLERS, FlowMatchingProcess
+from .gaussian_diffusion import VAR_TYPES, GaussianDiffusion
+from .guidance import balanced_labels, drop_labels, guided_model
 from .likelihoods import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .losses import LOSS_TYPES, LOSS_WEIGHTINGS, loss_term_names
 from .objectives import OBJECTIVES, ddpm_settings_conflict
@@ -41,25 +42,22 @@ def build_gaussian_diffusion(
 
 
 __all__ = [
-    "EDM_SAMPLERS",
-    "FLOW_SAMPLERS",
-    "OBJECTIVES",
-    "EDMProcess",
-    "FlowMatchingProcess",
-    "ddpm_settings_conflict",
-    "karras_sigmas",
-    "ode_log_likelihood",
     "BETA_SCHEDULES",
     "DEFAULT_ETA",
+    "EDM_SAMPLERS",
+    "FLOW_SAMPLERS",
     "LOSS_TYPES",
     "LOSS_WEIGHTINGS",
     "MEAN_TYPES",
+    "OBJECTIVES",
     "ODE_SAMPLERS",
     "SAMPLERS",
     "SPACINGS",
     "STOCHASTIC_ETA",
     "TIMESTEP_SAMPLERS",
     "VAR_TYPES",
+    "EDMProcess",
+    "FlowMatchingProcess",
     "GaussianDiffusion",
     "LossAwareTimestepSampler",
     "TimestepSampler",
@@ -67,17 +65,20 @@ __all__ = [
     "UniformTimestepSampler",
     "balanced_labels",
     "build_gaussian_diffusion",
+    "ddpm_settings_conflict",
     "default_eta",
     "discretized_gaussian_log_likelihood",
     "drop_labels",
     "eps_from_x0",
     "guided_model",
+    "karras_sigmas",
     "loss_term_names",
     "make_beta_schedule",
     "make_timestep_sampler",
     "mean_flat",
     "model_evaluations",
     "normal_kl",
+    "ode_log_likelihood",
     "rescale_zero_terminal_snr",
     "resolve_sampling",
     "respaced_betas",

@@ -69,7 +69,9 @@ def per_example(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def initial_noise(shape: tuple[int, ...], generator: Generators, device: torch.device | str | None, model) -> torch.Tensor:
+def initial_noise(
+    shape: tuple[int, ...], generator: Generators, device: torch.device | str | None, model
+) -> torch.Tensor:
     """N(0, I) of ``shape`` from ``generator`` on the model's device (``device`` wins when given)."""
     if device is None:
         first = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
@@ -81,13 +83,14 @@ def run_steps(
     steps: Iterator[torch.Tensor],
     start: torch.Tensor,
     levels: list[float],
+    level_name: str,
     desc: str,
     progress: bool,
     return_trajectory: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
     """Drain a solver's per-step states (one per entry of ``levels`` after the first) with a progress bar,
     keeping about ten frames for a trajectory picture. ``levels``: the noise level of each state, start first
-    (EDM's sigma, flow matching's t), for the picture's labels."""
+    (EDM's sigma, flow matching's t: ``level_name``), for the picture's labels."""
     x, kept, states = start, [levels[0]], [start.cpu()] if return_trajectory else []
     frames = _frames(len(levels) - 1)
     for position, x in enumerate(tqdm(steps, total=len(levels) - 1, desc=desc, disable=not progress)):
@@ -95,7 +98,7 @@ def run_steps(
             kept.append(levels[position + 1])
             states.append(x.cpu())
     if return_trajectory:
-        return x, Trajectory(noise_levels=kept, states=torch.stack(states))
+        return x, Trajectory(noise_levels=kept, states=torch.stack(states), level_name=level_name)
     return x
 
 

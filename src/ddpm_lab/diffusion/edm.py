@@ -20,6 +20,7 @@ likewise feeds c_noise = 999 t to a network built for DDPM timesteps).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,8 @@ from .noise import Generators, randn
 from .ode_likelihood import dequantized_bits_per_dim
 
 EDM_SAMPLERS = ("heun", "euler")
+# EDM's sigma_data for images scaled to [-1, 1]; a DataModule may declare its own (``sigma_data`` attribute).
+IMAGE_SIGMA_DATA = 0.5
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
@@ -64,11 +67,13 @@ def edm_sampler_steps(
     (ending at 0), yielding x after each step. ``denoise(x, sigma)`` is D(x; sigma). Heun's correction is
     skipped on the step to sigma = 0 (where it would divide by 0), so N steps cost 2N - 1 evaluations."""
     steps = len(sigmas) - 1
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+    for sigma, sigma_next in itertools.pairwise(sigmas):
         gamma = min(s_churn / steps, math.sqrt(2.0) - 1.0) if s_tmin <= sigma <= s_tmax else 0.0
         sigma_hat = sigma * (1.0 + gamma)
         if gamma > 0:  # raise the noise level to sigma_hat with fresh noise ("churn")
-            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn(tuple(x.shape), generator, x.device).to(x.dtype)
+            x = x + math.sqrt(sigma_hat**2 - sigma**2) * s_noise * randn(tuple(x.shape), generator, x.device).to(
+                x.dtype
+            )
         slope = (x - denoise(x, sigma_hat)) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * slope
         if heun and sigma_next > 0:
@@ -101,7 +106,7 @@ class EDMProcess:
         self,
         sigma_min: float = 0.002,
         sigma_max: float = 80.0,
-        sigma_data: float = 0.5,
+        sigma_data: float = IMAGE_SIGMA_DATA,
         p_mean: float = -1.2,
         p_std: float = 1.2,
         rho: float = 7.0,
@@ -117,12 +122,19 @@ class EDMProcess:
             if not value > 0:
                 raise ValueError(f"EDM's {name} must be > 0, got {value}.")
         if s_churn < 0 or s_tmin < 0 or s_tmax < s_tmin:
-            raise ValueError(f"EDM's churn needs s_churn >= 0 and 0 <= s_tmin <= s_tmax, got {s_churn}, {s_tmin}, {s_tmax}.")
+            raise ValueError(
+                f"EDM's churn needs s_churn >= 0 and 0 <= s_tmin <= s_tmax, got {s_churn}, {s_tmin}, {s_tmax}."
+            )
         if not noise_label_scale > 0:
             raise ValueError(f"noise_label_scale must be > 0, got {noise_label_scale}.")
         self.sigma_min, self.sigma_max, self.sigma_data = float(sigma_min), float(sigma_max), float(sigma_data)
         self.p_mean, self.p_std, self.rho = float(p_mean), float(p_std), float(rho)
-        self.churn = {"s_churn": float(s_churn), "s_tmin": float(s_tmin), "s_tmax": float(s_tmax), "s_noise": float(s_noise)}
+        self.churn = {
+            "s_churn": float(s_churn),
+            "s_tmin": float(s_tmin),
+            "s_tmax": float(s_tmax),
+            "s_noise": float(s_noise),
+        }
         self.noise_label_scale = float(noise_label_scale)
 
     # ------------------------------------------------------------------ the shared process interface
@@ -213,7 +225,7 @@ class EDMProcess:
             return d.clamp(-1.0, 1.0) if clip_denoised else d
 
         states = edm_sampler_steps(denoise, x, sigmas, sampler == "heun", generator=generator, **self.churn)
-        return run_steps(states, x, sigmas, f"edm {sampler} sampling", progress, return_trajectory)
+        return run_steps(states, x, sigmas, "sigma", f"edm {sampler} sampling", progress, return_trajectory)
 
     # ------------------------------------------------------------------ likelihood
     def nll_bits_per_dim(self, model, x0: torch.Tensor, **options: Any) -> torch.Tensor:

@@ -13,13 +13,21 @@ The network is told 1000 t (``time_scale``), the range of the DDPM timesteps the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .choices import check_choice
-from .continuous import check_steps, initial_noise, make_continuous_time_sampler, normal_quantile, per_example, run_steps
+from .continuous import (
+    check_steps,
+    initial_noise,
+    make_continuous_time_sampler,
+    normal_quantile,
+    per_example,
+    run_steps,
+)
 from .likelihoods import mean_flat
 from .noise import Generators
 from .ode_likelihood import dequantized_bits_per_dim
@@ -33,7 +41,7 @@ def flow_ode_steps(velocity, x: torch.Tensor, times: list[float], method: str = 
     euler: x + h v(x, t); midpoint: x + h v(x + h/2 v(x, t), t + h/2); heun: x + h/2 (v(x, t) + v(x_e, t + h))
     with x_e the Euler step."""
     check_choice("sampler", method, FLOW_SAMPLERS, "flow-matching sampler")
-    for t, t_next in zip(times[:-1], times[1:], strict=True):
+    for t, t_next in itertools.pairwise(times):
         h = t_next - t
         v = velocity(x, t)
         if method == "euler":
@@ -151,7 +159,7 @@ class FlowMatchingProcess:
             return v
 
         states = flow_ode_steps(velocity, x, times, sampler)
-        return run_steps(states, x, times, f"flow_matching {sampler} sampling", progress, return_trajectory)
+        return run_steps(states, x, times, "t", f"flow_matching {sampler} sampling", progress, return_trajectory)
 
     # ------------------------------------------------------------------ likelihood
     def nll_bits_per_dim(self, model, x0: torch.Tensor, **options: Any) -> torch.Tensor:

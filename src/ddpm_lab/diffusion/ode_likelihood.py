@@ -14,6 +14,7 @@ variational bound: the two are logged under different names and never averaged t
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -61,7 +62,7 @@ def ode_log_likelihood(
         draw = generator.device if generator is not None else x.device
         probe = (torch.randint(0, 2, x.shape, generator=generator, device=draw) * 2 - 1).to(x.device, x.dtype)
     integral = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for tau, tau_next in tqdm(list(zip(grid[:-1], grid[1:])), desc="ode nll", disable=not progress):
+    for tau, tau_next in tqdm(list(itertools.pairwise(grid)), desc="ode nll", disable=not progress):
         h = tau_next - tau
         f0, div0 = _velocity_and_divergence(velocity, x, tau, probe)
         x_euler = x + h * f0

@@ -48,10 +48,12 @@ def resolve_sampling(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> d
 @dataclass
 class Trajectory:
     """States of one sampling run for pictures: ``states`` (K, B, ...) with ``noise_levels`` (K,) in the
-    DDPM paper's 1-based notation (T = pure noise x_T, 0 = the final sample x_0)."""
+    DDPM paper's 1-based notation (T = pure noise x_T, 0 = the final sample x_0), or, for a continuous-time
+    objective, the value of its noise variable ``level_name`` (EDM's "sigma", flow matching's "t")."""
 
-    noise_levels: list[int]
+    noise_levels: list[int] | list[float]
     states: torch.Tensor
+    level_name: str | None = None
 
 
 def _resolve_device(model: Model, generator: Generators, device: torch.device | str | None) -> torch.device:
