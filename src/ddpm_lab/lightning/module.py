@@ -79,11 +79,6 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
         self.p_uncond = float(p_uncond)
         if hasattr(network, "out_channels") and hasattr(network, "in_channels"):  # ours; the builders check any
             diffusion.check_model_channels(network.out_channels, network.in_channels)  # network by a forward pass
-        if timestep_sampler == "loss_aware" and diffusion.loss_type not in ("kl", "hybrid"):
-            raise ValueError(
-                "timestep_sampler=loss_aware weights timesteps by their vlb term, which loss="
-                f"{diffusion.loss_type} does not compute; use loss=hybrid or loss=kl, or timestep_sampler=uniform."
-            )
         self.network = network
         self.ema = EMA(network, ema_decay, ema_warmup)
         self.diffusion = diffusion
@@ -95,6 +90,11 @@ class DiffusionModule(NonFiniteLossPolicy, FastPathsMixin, L.LightningModule):
             self.timestep_sampler = diffusion.make_timestep_sampler(timestep_sampler)
         except ValueError as err:  # the sampler's own rule, with the config key that set it
             raise ValueError(f"module.timestep_sampler={timestep_sampler!r}: {err}") from None
+        if timestep_sampler == "loss_aware" and diffusion.loss_type not in ("kl", "hybrid"):
+            raise ValueError(
+                "timestep_sampler=loss_aware weights timesteps by their vlb term, which loss="
+                f"{diffusion.loss_type} does not compute; use loss=hybrid or loss=kl, or timestep_sampler=uniform."
+            )
         self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
         self.run_config = run_config
         self.init_nan_policy(nan_policy, max_consecutive_nonfinite)
