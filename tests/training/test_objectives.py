@@ -4,6 +4,7 @@ samples and is measured (FID, ODE likelihood) end to end."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -15,6 +16,7 @@ from ddpm_lab.cli.sample import sample
 from ddpm_lab.cli.train import train
 from ddpm_lab.cli.validation import ConfigError, validate_config
 from tests.conftest import FAST_TRAINER, TINY_UNET, compose_config, fid_overrides
+from tests.sweeps.test_readme_sweeps import TOY_SIZES, readme_section_commands, repo_copy, run, user_env
 from tests.sweeps.test_sweeps_and_leaderboard import preset_jobs
 
 TOY = ["experiment=toy_moons", "data.num_train=256", "data.num_val=64", "data.num_test=64", "model.hidden_dim=32"]
@@ -52,8 +54,8 @@ def test_process_choice_builds_its_objective_over_the_experiments(tmp_path, proc
         (["process=edm", "sampling.steps=null"], "continuous in time"),
         (["process=edm", "sampling.eta=0.5"], "s_churn"),
         (["process=edm", "module.timestep_sampler=loss_aware"], "discrete DDPM chain"),
-        (["process=flow_matching", "+process.time_sampling=beta"], "process.time_sampling='beta'"),
-        (["process=edm", "+process.sigma_min=100"], "sigma_min < sigma_max"),
+        (["process=flow_matching", "process.time_sampling=beta"], "process.time_sampling=.beta."),
+        (["process=edm", "process.sigma_min=100"], "sigma_min < sigma_max"),
         (["process=edm"], "metrics.fid.sampler='ddim' is not a sampler of process=edm"),
     ],
 )
@@ -67,14 +69,14 @@ def test_what_an_objective_cannot_use_is_refused_at_start_up(tmp_path, overrides
 
 
 def test_objective_ablation_is_four_valid_distinct_arms_at_one_sampler(tmp_path):
-    """+ablation=objective: DDPM eps, DDPM v, EDM and flow matching, every one valid, all with Heun at 10 steps."""
+    """+ablation=objective: DDPM eps, DDPM v, EDM and flow matching, every one valid, all with Heun at 25 steps."""
     built = []
     for job in preset_jobs("objective", ["experiment=toy_moons"]):
         cfg = compose_config("train", tmp_path, job)
         validate_config(cfg)
         module = build_module(cfg, (2,))
         built.append((module.diffusion.objective, getattr(module.diffusion, "mean_type", None)))
-        assert module.sampling["sampler"] == "heun" and module.sampling["steps"] == 10
+        assert module.sampling["sampler"] == "heun" and module.sampling["steps"] == 25
     assert built == [("ddpm", "eps"), ("ddpm", "v"), ("edm", None), ("flow_matching", None)]
 
 
@@ -107,3 +109,45 @@ def test_continuous_objective_trains_samples_and_is_measured(tmp_path, process, 
         sample_cfg.paths.output_dir = str(out)
     drawn = sample(sample_cfg)
     assert drawn["sampler"] == "heun" and np.load(out / "samples.npz")["arr_0"].shape == (3, 16, 16, 1)
+
+
+SECTION = readme_section_commands("DDPM, EDM and flow matching")
+
+
+@pytest.mark.slow
+def test_readme_objective_commands_run_as_pasted(tmp_path):
+    """The section's commands from the root of a repository copy, offline, with small sizes appended (one seed
+    of the three: the sweep's seed list is a size): two single runs, the objective sweep, its leaderboard, an
+    NFE sweep over two of its checkpoints and that sweep's leaderboard with one NFE curve per objective."""
+    trains = [line for line in SECTION if line.startswith("ddpm-train ")]
+    assert len(SECTION) == 6 and len(trains) == 3
+    repo, env = repo_copy(tmp_path), user_env()
+    for line in trains:
+        run(line, repo, env, [*TOY_SIZES, *(["hydra.sweeper.params.seed=0"] if " -m " in line else [])])
+    runs = sorted((repo / "logs" / "train" / "runs").iterdir())
+    assert [json.loads((r / "metrics.json").read_text())["choices"]["process"] for r in runs] == [
+        "edm",
+        "flow_matching",
+    ]
+    (sweep,) = (repo / "logs" / "train" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [r["choices"]["process"] for r in records] == ["ddpm_eps", "ddpm_v", "edm", "flow_matching"]
+    assert all(r["status"] == "completed" for r in records)
+    board = next(line for line in SECTION if line.startswith("ddpm-leaderboard logs/train"))
+    run(board.replace("logs/train/multiruns/<date>", str(sweep.relative_to(repo))), repo, env)
+    with open(sweep / "leaderboard.csv") as handle:
+        assert {row["process"] for row in csv.DictReader(handle)} == {"ddpm_eps", "ddpm_v", "edm", "flow_matching"}
+    (nfe_line,) = [line for line in SECTION if line.startswith("ddpm-eval ")]
+    nfe_line = nfe_line.replace("<run a>", str(jobs[2].relative_to(repo))).replace(
+        "<run b>", str(jobs[3].relative_to(repo))
+    )
+    run(nfe_line, repo, env, ["sample_distance.num_samples=200", "limit_batches=1", "device=cpu"])
+    (evals,) = (repo / "logs" / "eval" / "multiruns").iterdir()
+    eval_board = next(line for line in SECTION if line.startswith("ddpm-leaderboard logs/eval"))
+    run(eval_board.replace("logs/eval/multiruns/<date>", str(evals.relative_to(repo))), repo, env)
+    assert (evals / "metric_vs_nfe.png").stat().st_size > 10_000
+    with open(evals / "leaderboard.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    nfe = {(row["process"], int(row["nfe"])) for row in rows}
+    assert nfe == {("edm", 5), ("edm", 9), ("edm", 19), ("edm", 49)} | {("flow_matching", n) for n in (6, 10, 20, 50)}

@@ -118,6 +118,7 @@ def evaluate(cfg: DictConfig) -> dict:
     # A metrics.json like training's, so that ddpm-leaderboard ranks evaluation sweeps (e.g. sampler steps).
     sampling = resolve_sampling(module.sampling, fid.sampling if fid else {})
     steps = sampling["steps"] or module.diffusion.num_timesteps  # continuous objectives always have steps
+    trained_choices = (read_summary(Path(cfg.ckpt_path).resolve().parent.parent) or {}).get("choices") or {}
     write_summary(
         out,
         status="completed",
@@ -127,6 +128,9 @@ def evaluate(cfg: DictConfig) -> dict:
             "spacing": sampling["spacing"],
             "eta": sampling["eta"],
             "nfe": module.diffusion.model_evaluations(sampling["sampler"], steps),
+            # the checkpoint's objective (its run's process choice, e.g. ddpm_v): an NFE sweep over checkpoints
+            # of several objectives draws one curve per objective
+            "process": trained_choices.get("process") or module.diffusion.objective,
             **({"ema_std": posthoc["sigma_rel"]} if posthoc else {}),
         },
         protocol_subject=["sampler", "sampler_steps", "eta", "spacing", "nfe"],  # what ddpm-eval sweeps compare
