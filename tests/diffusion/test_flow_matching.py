@@ -119,10 +119,7 @@ def test_process_sample_and_likelihood_with_the_oracle_network():
     torch.testing.assert_close(x.double().std(0), STD, rtol=0.05, atol=0)
     data = torch.randn(32, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * STD + MU
 
-    def velocity(x_in, t):
-        return process.velocity(network, x_in, torch.full((x_in.shape[0],), t, dtype=torch.float64))
-
-    ours = ode_log_likelihood(velocity, data, torch.linspace(0, 1, 101, dtype=torch.float64).tolist())
+    ours = process.log_likelihood(network, data, steps=100)
     expected = stats.multivariate_normal(MU.numpy(), torch.diag(STD**2).numpy()).logpdf(data.numpy())
     torch.testing.assert_close(ours, torch.as_tensor(expected), atol=0.01, rtol=0)
 

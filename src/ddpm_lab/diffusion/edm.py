@@ -38,7 +38,7 @@ from .continuous import (
 )
 from .likelihoods import mean_flat
 from .noise import Generators, randn
-from .ode_likelihood import dequantized_bits_per_dim
+from .ode_likelihood import dequantized_bits_per_dim, ode_log_likelihood
 
 EDM_SAMPLERS = ("heun", "euler")
 # EDM's sigma_data for images scaled to [-1, 1]; a DataModule may declare its own (``sigma_data`` attribute).
@@ -228,13 +228,24 @@ class EDMProcess:
         return run_steps(states, x, sigmas, "sigma", f"edm {sampler} sampling", progress, return_trajectory)
 
     # ------------------------------------------------------------------ likelihood
-    def nll_bits_per_dim(self, model, x0: torch.Tensor, **options: Any) -> torch.Tensor:
-        """Per-example bits/dim of dequantised 8-bit x0 (B, ...) in [-1, 1] by the probability-flow ODE from
-        sigma_min to sigma_max (prior N(0, sigma_max^2 I)); see ``ode_likelihood.dequantized_bits_per_dim``."""
+    def probability_flow(self, model, steps: int) -> tuple[Any, list[float], float]:
+        """(velocity, grid, prior std) of the ODE dx/dsigma = (x - D(x; sigma)) / sigma from the data end
+        (sigma_min) to the prior N(0, sigma_max^2 I) over the rho-ramp's ``steps`` steps."""
 
         def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
             s = torch.full((x.shape[0],), sigma, dtype=torch.float64, device=x.device)
             return (x - self.denoise(model, x, s)) / sigma
 
-        grid = self.sigmas(options.pop("steps", 64)).flip(0)[1:].tolist()  # ascending sigma_min .. sigma_max
-        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=self.sigma_max, **options)
+        return velocity, self.sigmas(steps).flip(0)[1:].tolist(), self.sigma_max
+
+    def log_likelihood(self, model, x: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """log p(x) in nats (B,) of continuous data x (B, ...) under the ODE model (``ode_log_likelihood``'s
+        options: divergence "exact" (default; 2-D data) or "hutchinson", generator, progress)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return ode_log_likelihood(velocity, x, grid, prior_std=prior_std, **options)
+
+    def nll_bits_per_dim(self, model, x0: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """Per-example bits/dim (B,) of dequantised 8-bit x0 (B, ...) in [-1, 1] under the ODE model
+        (``ode_likelihood.dequantized_bits_per_dim``; Hutchinson's divergence unless told otherwise)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=prior_std, **options)

@@ -30,7 +30,7 @@ from .continuous import (
 )
 from .likelihoods import mean_flat
 from .noise import Generators
-from .ode_likelihood import dequantized_bits_per_dim
+from .ode_likelihood import dequantized_bits_per_dim, ode_log_likelihood
 
 FLOW_SAMPLERS = ("euler", "heun", "midpoint")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -162,12 +162,23 @@ class FlowMatchingProcess:
         return run_steps(states, x, times, "t", f"flow_matching {sampler} sampling", progress, return_trajectory)
 
     # ------------------------------------------------------------------ likelihood
-    def nll_bits_per_dim(self, model, x0: torch.Tensor, **options: Any) -> torch.Tensor:
-        """Per-example bits/dim of dequantised 8-bit x0 (B, ...) in [-1, 1] by the ODE from t = 0 to 1 (prior
-        N(0, I)); see ``ode_likelihood.dequantized_bits_per_dim``."""
+    def probability_flow(self, model, steps: int) -> tuple[Any, list[float], float]:
+        """(velocity, grid, prior std) of dx/dt = v_theta(x, t) from the data (t = 0) to N(0, I) at t = 1
+        over ``steps`` uniform steps."""
 
         def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
             return self.velocity(model, x, torch.full((x.shape[0],), t, dtype=torch.float64, device=x.device))
 
-        grid = torch.linspace(0.0, 1.0, options.pop("steps", 64) + 1, dtype=torch.float64).tolist()
-        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=1.0, **options)
+        return velocity, torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist(), 1.0
+
+    def log_likelihood(self, model, x: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """log p(x) in nats (B,) of continuous data x (B, ...) under the ODE model (``ode_log_likelihood``'s
+        options: divergence "exact" (default; 2-D data) or "hutchinson", generator, progress)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return ode_log_likelihood(velocity, x, grid, prior_std=prior_std, **options)
+
+    def nll_bits_per_dim(self, model, x0: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """Per-example bits/dim (B,) of dequantised 8-bit x0 (B, ...) in [-1, 1] under the ODE model
+        (``ode_likelihood.dequantized_bits_per_dim``; Hutchinson's divergence unless told otherwise)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=prior_std, **options)
