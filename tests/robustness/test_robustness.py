@@ -434,18 +434,19 @@ TOY_RESUME = [
 
 
 @pytest.mark.slow
-def test_toy_sigkill_at_an_epoch_end_after_a_validation_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("process", ["ddpm", "edm"])
+def test_toy_sigkill_at_an_epoch_end_after_a_validation_resumes_exactly(tmp_path, process):
     """Issue 17's toy case, small: the checkpoint at step 8 closes epoch 1 and follows a validation (whose
     loader once drew from the global RNG). The resumed run equals the straight one: weights to 1e-6, and the
-    same train/loss and val/sample_distance at every logged step."""
+    same train/loss and val/sample_distance at every logged step; so does EDM's (its log-normal sigmas are drawn
+    from the restored random stream)."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *TOY_RESUME], cwd=tmp_path)
+    toy = [*TOY_RESUME, f"process={process}"]
+    run_train([f"hydra.run.dir={straight}", f"paths.root_dir={tmp_path}", *toy], cwd=tmp_path)
     kill = ["+callbacks.kill._target_=tests.robustness.helpers.KillAtStep", "+callbacks.kill.step=8"]
-    dead = run_train(
-        [f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *TOY_RESUME, *kill], cwd=tmp_path, check=False
-    )
+    dead = run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *toy, *kill], cwd=tmp_path, check=False)
     assert dead.returncode == -9 and load(killed / "checkpoints" / "last.ckpt")["global_step"] == 8
-    run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *TOY_RESUME, "ckpt_path=last"], cwd=tmp_path)
+    run_train([f"hydra.run.dir={killed}", f"paths.root_dir={tmp_path}", *toy, "ckpt_path=last"], cwd=tmp_path)
     a, b = load(straight / "checkpoints" / "last.ckpt"), load(killed / "checkpoints" / "last.ckpt")
     assert a["global_step"] == b["global_step"] == 12 and a["epoch"] == b["epoch"]
     for key, value in a["state_dict"].items():
