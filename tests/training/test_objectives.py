@@ -49,14 +49,14 @@ def test_process_choice_builds_its_objective_over_the_experiments(tmp_path, proc
         (["process=edm", "loss_weighting=min_snr"], "loss_weighting=min_snr"),
         (["process=edm", "schedule=cosine"], "would change nothing"),
         (["process=flow_matching", "diffusion.num_timesteps=50"], "would change nothing"),
-        (["process=flow_matching", "sampler=ddim"], "not a sampler of process=flow_matching"),
+        (["process=flow_matching", "sampler=ddim"], "is not valid for process=flow_matching"),
         (["process=edm", "sampler=midpoint"], "allowed values: heun, euler"),
         (["process=edm", "sampling.steps=null"], "continuous in time"),
         (["process=edm", "sampling.eta=0.5"], "s_churn"),
         (["process=edm", "module.timestep_sampler=loss_aware"], "discrete DDPM chain"),
         (["process=flow_matching", "process.time_sampling=beta"], "process.time_sampling=.beta."),
         (["process=edm", "process.sigma_min=100"], "sigma_min < sigma_max"),
-        (["process=edm"], "metrics.fid.sampler='ddim' is not a sampler of process=edm"),
+        (["process=edm"], "metrics.fid.sampler='ddim' is not valid for process=edm"),
     ],
 )
 def test_what_an_objective_cannot_use_is_refused_at_start_up(tmp_path, overrides, says):

@@ -160,9 +160,9 @@ def validate_sampling(node, prefix: str, diffusion=None, groups: bool = False) -
     if node.get("sampler") is not None:
         how = " (command line: sampler=NAME)" if groups else ""
         if node.sampler not in samplers:
+            which = "" if objective == "ddpm" else f" for process={objective}"
             raise ConfigError(
-                f"{prefix}.sampler={node.sampler!r} is not a sampler of process={objective}; allowed values: "
-                f"{', '.join(samplers)}{how}."
+                f"{prefix}.sampler={node.sampler!r} is not valid{which}; allowed values: {', '.join(samplers)}{how}."
             )
     if node.get("spacing") is not None:
         _choice(f"{prefix}.spacing", node.spacing, SPACINGS)
