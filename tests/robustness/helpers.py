@@ -111,3 +111,55 @@ class RecordValidationItems(L.Callback):
         Path(self.dir).mkdir(parents=True, exist_ok=True)
         (Path(self.dir) / f"val_rank{trainer.global_rank}.json").write_text(json.dumps(self.items))
         self.items = []
+
+
+class KillOnceAtStep(L.Callback):
+    """SIGKILL at ``step`` in a run that started from scratch (not in the attempt that resumes), on global rank
+    ``rank`` (None: every rank) of sweep job ``job`` (None: any job): a job that dies once and is started again."""
+
+    def __init__(self, step: int, rank: int | None = None, job: int | None = None) -> None:
+        self.step, self.rank, self.job = step, rank, job
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        job = HydraConfig.get().job.get("num") if HydraConfig.initialized() else None
+        if (
+            trainer.global_step == self.step
+            and trainer.ckpt_path is None
+            and self.rank in (None, trainer.global_rank)
+            and self.job in (None, job)
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SlurmSignalOnceAtStep(L.Callback):
+    """At ``step`` of a job's first attempt, rank 0 asks SLURM to send ``signal`` to every task of its job
+    (``scancel --signal``): what SLURM does ``--signal``'s lead time before the time limit, or at a pre-emption.
+    Only in sweep job ``job`` (None: any)."""
+
+    def __init__(self, step: int, signal: str = "USR1", job: int | None = None) -> None:
+        self.step, self.signal, self.job = step, signal, job
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        import subprocess
+
+        from hydra.core.hydra_config import HydraConfig
+
+        job = HydraConfig.get().job.get("num") if HydraConfig.initialized() else None
+        first_attempt = os.environ.get("SLURM_RESTART_COUNT", "0") == "0" and trainer.ckpt_path is None
+        if trainer.global_step == self.step and first_attempt and trainer.global_rank == 0 and self.job in (None, job):
+            subprocess.run(["scancel", f"--signal={self.signal}", os.environ["SLURM_JOB_ID"]], check=True)
+            time.sleep(2)  # the signal reaches every task while this waits
+
+
+class SignalSelfOnceAtStep(L.Callback):
+    """At ``step`` of a run that started from scratch, send ``signal`` to this process (every rank: as SLURM's
+    ``--signal`` reaches every task)."""
+
+    def __init__(self, step: int, signal: str = "USR1") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.ckpt_path is None:
+            os.kill(os.getpid(), getattr(signal, f"SIG{self.signal}"))

@@ -11,6 +11,7 @@ ddpm-train -m schedule=linear,cosine +variance_loss=fixed_small_mse,learned_rang
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -22,12 +23,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ..atomic_files import write_text_atomically
 from ..run_record import read_summary, truncate_history
 from . import CONFIG_DIR
 from .common import answer_version, report_config_errors
 from .errors import ConfigError
 from .job_record import JobRecord
 from .launch_env import LaunchEnv, detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
+from .restarts import earlier_attempt, log_dir_of, remember_run_dir, restart_count, with_first_attempt_run_dir
 from .run_identity import wandb_fields
 
 # Lightning, torch and the builders are imported inside the steps of train(): `ddpm-train --help`, `--cfg job`
@@ -64,7 +67,13 @@ def cluster_environment(launch: LaunchEnv) -> list:
         TorchElasticEnvironment,
     )
 
-    environments = {"ddpm-lab": LightningEnvironment, "torchrun": TorchElasticEnvironment, "slurm": SLURMEnvironment}
+    environments = {
+        "ddpm-lab": LightningEnvironment,
+        "torchrun": TorchElasticEnvironment,
+        # SLURM's warning signal is ddpm-lab's (lightning.preemption: last.ckpt in the run dir, the record, the
+        # same run dir after the requeue), not Lightning's auto-requeue (an hpc_ckpt file, a new run dir).
+        "slurm": lambda: SLURMEnvironment(auto_requeue=False),
+    }
     return [environments[launch.engine]()] if launch.engine in environments else []
 
 
@@ -119,26 +128,36 @@ def build_job(cfg: DictConfig, record: JobRecord, resolved: str):
         step = validate_resume(module, ckpt_path)
         if record.writes and truncate_history(record.run_dir, step):
             record.update()  # best/final again, from the steps that stand
+        record.resumed_from(step)
     return datamodule, module, ckpt_path
 
 
 def build_trainer(cfg: DictConfig, record: JobRecord, resolved: str, resuming: bool):
-    """The Trainer with the run's loggers (W&B resumed under its id online), callbacks and checkpoint IO; the
+    """The Trainer with the run's loggers (W&B resumed under its id), callbacks and checkpoint IO; the
     W&B id, the code version and the whole resolved config go on record."""
     from lightning.pytorch.loggers import WandbLogger
 
     from ..lightning.checkpointing import AtomicCheckpointIO
+    from ..lightning.preemption import PreemptionCheckpoint
     from ..provenance import code_provenance
     from .builders import build_callbacks, build_loggers
 
     fields = wandb_fields(cfg)
     previous_id = (read_summary(record.run_dir) or {}).get("wandb_run_id")
-    if resuming and previous_id and not cfg.get("logger", {}).get("wandb", {}).get("offline", True):
-        fields.update(id=previous_id, resume="allow")  # online runs continue under the same id
+    if resuming and previous_id:
+        # The same W&B run: online it continues; offline each attempt writes a local run dir under the same id,
+        # which `wandb sync` uploads as one run.
+        fields.update(id=previous_id, resume="allow")
+    # Under SLURM: checkpoint and requeue on the time-limit warning or a pre-emption (lightning.preemption).
+    preemption = (
+        [PreemptionCheckpoint(record.run_dir / "checkpoints" / "last.ckpt", on_requeue=record.requeued)]
+        if os.environ.get("SLURM_JOB_ID")
+        else []
+    )
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         logger=build_loggers(cfg, record.run_dir, fields),
-        callbacks=build_callbacks(cfg),
+        callbacks=[*build_callbacks(cfg), *preemption],
         # Detected again: DDPWorkers (started before) has made this process rank 0 of ddpm-lab's own launcher.
         plugins=[AtomicCheckpointIO(), *cluster_environment(detect_launch())],
     )
@@ -153,13 +172,35 @@ def build_trainer(cfg: DictConfig, record: JobRecord, resolved: str, resuming: b
     return trainer
 
 
+def earlier_attempt_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The record of an earlier attempt of this job in its run dir (a requeue, a torchrun restart, a sweep
+    launched again over its dir), checked to have trained the same config; None for a new run dir."""
+    if read_summary(run_dir) is None:
+        return None
+    return earlier_attempt(run_dir, OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks)."""
+    """Run one training job; returns the run's metrics summary (rank 0) or {} (other ranks). A job whose run
+    dir holds a completed run of the same config is not trained again (its record is returned); one that
+    stopped before completing resumes from the dir's last checkpoint (``ckpt_path: last``)."""
     launch = detect_launch()
     record = JobRecord(Path(cfg.paths.output_dir), writes=launch.is_rank_zero)
     rendezvous = rendezvous_file(cfg, launch)
-    record.running(cfg)
+    try:  # before anything is written: the old record stands. Rank 0 judges; the others only read its status.
+        earlier = earlier_attempt_in(cfg, record.run_dir) if record.writes else read_summary(record.run_dir)
+    except ConfigError as err:
+        if rendezvous is not None:
+            publish_rendezvous(rendezvous, error=f"{type(err).__name__}: {err}")
+        raise
+    if earlier is not None and earlier.get("status") == "completed":
+        log.info(f"{record.run_dir} holds this job, completed at step {earlier.get('global_step')}: not trained again")
+        print(f"ddpm-train: {record.run_dir} already completed; not trained again", file=sys.stderr)
+        return earlier if record.writes else {}
+    record.running(cfg, earlier)
     validate_at_start_up(cfg, launch, record, rendezvous)
+    if record.writes and not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        remember_run_dir(cfg.paths.log_dir, record.run_dir)  # a requeued/restarted launch finds it again
     # Only now the heavy imports: a config error above has answered without Lightning.
     import torch
 
@@ -174,8 +215,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     workers = DDPWorkers(cfg, record.run_dir, on_worker_failure=record_worker_failure) if needs_launch(cfg) else None
     resolved = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
-    if record.writes:
-        (record.run_dir / "config_resolved.yaml").write_text(resolved)
+    if record.writes:  # atomically: the ranks of a restarted job compare their config with it
+        write_text_atomically(record.run_dir / "config_resolved.yaml", resolved)
     success = False
     try:
         datamodule, module, ckpt_path = build_job(cfg, record, resolved)
@@ -284,6 +325,9 @@ def main() -> None:
             raise SystemExit(1) from None
         train(cfg)
         return
+    if launch.is_rank_zero and restart_count() > 0 and not any(a in ("-m", "--multirun") for a in sys.argv[1:]):
+        # A requeued SLURM job or a restarted torchrun group: continue in the first attempt's run dir.
+        sys.argv = [sys.argv[0], *with_first_attempt_run_dir(sys.argv[1:], log_dir_of(sys.argv[1:]))]
     hydra_main()
 
 
