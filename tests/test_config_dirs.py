@@ -10,9 +10,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ddpm_lab.cli import CONFIG_DIR
+from ddpm_lab.cli.command_line import command_line_overrides
 from ddpm_lab.cli.config_dirs import shadowed_configs
 from ddpm_lab.cli.launch_env import LaunchEnv, publish_rendezvous, rendezvous_path
-from ddpm_lab.cli.train import command_line_overrides, rank_zero_config
+from ddpm_lab.cli.train import rank_zero_config
 
 EXAMPLE_CONF = Path(__file__).parents[1] / "examples" / "custom_project" / "conf"
 

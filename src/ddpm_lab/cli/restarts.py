@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ..atomic_files import write_text_atomically
 from ..run_record import read_summary
@@ -106,18 +106,3 @@ def with_first_attempt_run_dir(args: list[str], log_dir: str | Path) -> list[str
     if run_dir is None or any(arg.startswith("hydra.run.dir=") for arg in args):
         return args
     return [*args, f"hydra.run.dir={run_dir}"]
-
-
-def log_dir_of(args: list[str]) -> str:
-    """paths.log_dir of this command line (composed without a run dir; nothing written)."""
-    from hydra import compose, initialize_config_dir
-
-    from . import CONFIG_DIR
-    from .train import command_line_overrides
-
-    overrides, config_dirs = command_line_overrides(args)
-    if config_dirs:
-        overrides.append(f"hydra.searchpath=[{','.join(f'file://{Path(d).resolve()}' for d in config_dirs)}]")
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg: DictConfig = compose(config_name="train", overrides=overrides)
-    return str(cfg.paths.log_dir)

@@ -26,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from ..atomic_files import write_text_atomically
 from ..run_record import read_summary, truncate_history
 from . import CONFIG_DIR
+from .command_line import log_dir_of
 from .common import answer_version, report_config_errors
 from .errors import ConfigError
 from .job_record import JobRecord
 from .launch_env import LaunchEnv, detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
-from .restarts import earlier_attempt, log_dir_of, remember_run_dir, restart_count, with_first_attempt_run_dir
+from .restarts import earlier_attempt, remember_run_dir, restart_count, with_first_attempt_run_dir
 from .run_identity import wandb_fields
 
 # Lightning, torch and the builders are imported inside the steps of train(): `ddpm-train --help`, `--cfg job`
@@ -172,11 +173,18 @@ def build_trainer(cfg: DictConfig, record: JobRecord, resolved: str, resuming: b
     return trainer
 
 
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def earlier_attempt_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The record of an earlier attempt of this job in its run dir (a requeue, a torchrun restart, a sweep
-    launched again over its dir), checked to have trained the same config; None for a new run dir."""
+    launched again over its dir); None for a new run dir. A sweep job's is checked to have trained the same
+    config (a single run resumed in its dir may change settings, e.g. train on to more steps)."""
     if read_summary(run_dir) is None:
         return None
+    if not is_multirun():
+        return read_summary(run_dir)
     return earlier_attempt(run_dir, OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
 
 
@@ -193,13 +201,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if rendezvous is not None:
             publish_rendezvous(rendezvous, error=f"{type(err).__name__}: {err}")
         raise
-    if earlier is not None and earlier.get("status") == "completed":
+    if is_multirun() and earlier is not None and earlier.get("status") == "completed":
         log.info(f"{record.run_dir} holds this job, completed at step {earlier.get('global_step')}: not trained again")
         print(f"ddpm-train: {record.run_dir} already completed; not trained again", file=sys.stderr)
         return earlier if record.writes else {}
-    record.running(cfg, earlier)
+    record.running(cfg, earlier if earlier is not None and earlier.get("status") != "completed" else None)
     validate_at_start_up(cfg, launch, record, rendezvous)
-    if record.writes and not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+    if record.writes and not is_multirun():
         remember_run_dir(cfg.paths.log_dir, record.run_dir)  # a requeued/restarted launch finds it again
     # Only now the heavy imports: a config error above has answered without Lightning.
     import torch
@@ -275,26 +283,8 @@ def run_job(cfg: DictConfig) -> float | None:
 hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(run_job)
 
 
-def command_line_overrides(args: list[str]) -> tuple[list[str], list[str]]:
-    """Hydra's command line split into its overrides and its ``--config-dir``/``-cd`` dirs (other flags
-    dropped)."""
-    overrides, config_dirs, rest = [], [], iter(args)
-    for arg in rest:
-        if arg in ("--config-dir", "-cd"):
-            config_dirs.append(next(rest, ""))
-        elif arg in ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp"):
-            next(rest, None)  # the flag's value
-        elif arg.startswith("--config-dir="):
-            config_dirs.append(arg.split("=", 1)[1])
-        elif not arg.startswith("-"):
-            overrides.append(arg)
-    return overrides, config_dirs
-
-
 def rank_zero_config(launch: LaunchEnv, args: list[str]) -> DictConfig:
     """A rank > 0 under torchrun or srun: rank 0's resolved config (its run dir included), once published."""
-    from hydra import compose, initialize_config_dir
-
     if any(arg in ("-m", "--multirun") for arg in args):
         raise ConfigError(
             f"ddpm-train -m was started as {launch.world_size} {launch.engine} processes: a sweep is launched by "
@@ -302,14 +292,8 @@ def rank_zero_config(launch: LaunchEnv, args: list[str]) -> DictConfig:
             "from a login node (each job then gets its own SLURM tasks), or launch single runs under "
             "torchrun/srun."
         )
-    # Only to find paths.log_dir, where rank 0 publishes: no run dir, no timestamp, nothing written. A user
-    # project's --config-dir is searched as Hydra's command line does (after ddpm-lab's configs).
-    overrides, config_dirs = command_line_overrides(args)
-    if config_dirs:
-        overrides.append(f"hydra.searchpath=[{','.join(f'file://{Path(d).resolve()}' for d in config_dirs)}]")
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="train", overrides=overrides)
-    return OmegaConf.load(wait_for_rank_zero(rendezvous_path(cfg.paths.log_dir, launch.key), PROCESS_START))
+    # Only to find paths.log_dir, where rank 0 publishes: no run dir, no timestamp, nothing written.
+    return OmegaConf.load(wait_for_rank_zero(rendezvous_path(log_dir_of(args), launch.key), PROCESS_START))
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ def validate_objective_settings(cfg: DictConfig):
         ) from err
     unused = [
         o
-        for o in command_line_overrides()
+        for o in hydra_task_overrides()
         if o.split("=", 1)[0].lstrip("+~") in DDPM_GROUPS or o.lstrip("+~").startswith("diffusion.")
     ]
     if unused and not is_ddpm(cfg):
@@ -144,7 +144,7 @@ def validate_objective_settings(cfg: DictConfig):
     return diffusion
 
 
-def command_line_overrides() -> list[str]:
+def hydra_task_overrides() -> list[str]:
     """This run's command-line overrides ([] outside a Hydra run)."""
     from hydra.core.hydra_config import HydraConfig
 
