@@ -106,3 +106,32 @@ def with_first_attempt_run_dir(args: list[str], log_dir: str | Path) -> list[str
     if run_dir is None or any(arg.startswith("hydra.run.dir=") for arg in args):
         return args
     return [*args, f"hydra.run.dir={run_dir}"]
+
+
+def join_restarted_torchrun_group(backend: str) -> None:
+    """A torchrun restart (``--max-restarts``): form the default process group under a key prefix of its own
+    attempt. torchrun keeps one store for all attempts (the rendezvous's shared TCPStore), so a plain
+    ``env://`` init could read the first attempt's keys and connect to a dead rank (gloo: "connectFullMesh
+    failed ... Connection refused", seen when one rank of the new attempt started late). Lightning then finds
+    the group formed and uses it. No-op outside a torchrun restart or with a group already formed."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ or restart_count() == 0 or dist.is_initialized():
+        return
+    env = os.environ
+    rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
+    agent_store = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # the agent hosts it; every rank is a client
+    timeout = datetime.timedelta(minutes=30)  # Lightning's default
+    store = dist.TCPStore(
+        env["MASTER_ADDR"],
+        int(env["MASTER_PORT"]),
+        world_size,
+        is_master=not agent_store and rank == 0,
+        timeout=timeout,
+    )
+    prefix = f"ddpm-lab/{env['TORCHELASTIC_RUN_ID']}/attempt-{restart_count()}/"
+    dist.init_process_group(
+        backend, store=dist.PrefixStore(prefix, store), rank=rank, world_size=world_size, timeout=timeout
+    )

@@ -31,7 +31,13 @@ from .common import answer_version, report_config_errors
 from .errors import ConfigError
 from .job_record import JobRecord
 from .launch_env import LaunchEnv, detect_launch, publish_rendezvous, rendezvous_path, wait_for_rank_zero
-from .restarts import earlier_attempt, remember_run_dir, restart_count, with_first_attempt_run_dir
+from .restarts import (
+    earlier_attempt,
+    join_restarted_torchrun_group,
+    remember_run_dir,
+    restart_count,
+    with_first_attempt_run_dir,
+)
 from .run_identity import wandb_fields
 
 # Lightning, torch and the builders are imported inside the steps of train(): `ddpm-train --help`, `--cfg job`
@@ -86,6 +92,12 @@ def rendezvous_file(cfg: DictConfig, launch: LaunchEnv) -> Path | None:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return None
     return rendezvous_path(cfg.paths.log_dir, launch.key)
+
+
+def process_group_backend(trainer) -> str:
+    """The backend Lightning would form the process group with: the strategy's, else nccl on CUDA, gloo else."""
+    chosen = getattr(trainer.strategy, "process_group_backend", None)
+    return chosen or ("nccl" if trainer.strategy.root_device.type == "cuda" else "gloo")
 
 
 def _finish_wandb_within(seconds: float) -> None:
@@ -229,6 +241,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         datamodule, module, ckpt_path = build_job(cfg, record, resolved)
         trainer = build_trainer(cfg, record, resolved, resuming=bool(ckpt_path))
+        if launch.engine == "torchrun" and trainer.world_size > 1:
+            join_restarted_torchrun_group(process_group_backend(trainer))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if module.nan_policy == "stop":
             module.check_finite()
