@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .noise import Generators, generator_device, randn
+from .ode_likelihood import dequantized_bits_per_dim, ode_log_likelihood
 from .sampling import Trajectory, _frames
 
 # u is kept inside [2^-24, 1 - 2^-24] so that the normal quantile is finite (|z| < 5.3).
@@ -114,3 +116,46 @@ def check_steps(steps: int | None, objective: str) -> int:
 
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class ContinuousProcess:
+    """What EDM and flow matching offer alike to the LightningModule and the CLIs: a network shaped like the
+    data (no variance half), the continuous time draw, and the likelihood of their probability-flow ODE. A
+    subclass sets ``objective``, ``samplers``, ``network_output`` (what the network predicts, for messages) and
+    implements ``probability_flow``, ``model_evaluations``, ``training_losses`` and ``sample``."""
+
+    objective: str
+    network_output: str
+    num_timesteps = None  # continuous in time: no "all T steps"
+    learned_variance = False
+    loss_type = "mse"  # the loss terms it returns: "loss" and "mse"
+    nll_metric = "val/ode_nll_bpd"  # the ODE likelihood, never mixed with DDPM's bound
+
+    def model_output_channels(self, data_channels: int) -> int:
+        return data_channels
+
+    def check_model_channels(self, model_out_channels: int, data_channels: int) -> None:
+        if model_out_channels != data_channels:
+            raise ValueError(
+                f"objective {self.objective} needs a network with {data_channels} output channels "
+                f"({self.network_output}), but it outputs {model_out_channels}. Build it with learned_variance=False."
+            )
+
+    def make_timestep_sampler(self, name: str) -> ContinuousTimeSampler:
+        return make_continuous_time_sampler(name)
+
+    def probability_flow(self, model, steps: int) -> tuple[Callable, list[float], float]:
+        """(velocity(x, tau), grid from the data end to the noise end, prior std) of the ODE, ``steps`` steps."""
+        raise NotImplementedError
+
+    def log_likelihood(self, model, x: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """log p(x) in nats (B,) of continuous data x (B, ...) under the ODE model (``ode_log_likelihood``'s
+        options: divergence "exact" (default; 2-D data) or "hutchinson", generator, progress)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return ode_log_likelihood(velocity, x, grid, prior_std=prior_std, **options)
+
+    def nll_bits_per_dim(self, model, x0: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
+        """Per-example bits/dim (B,) of dequantised 8-bit x0 (B, ...) in [-1, 1] under the ODE model
+        (``ode_likelihood.dequantized_bits_per_dim``; Hutchinson's divergence unless told otherwise)."""
+        velocity, grid, prior_std = self.probability_flow(model, steps)
+        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=prior_std, **options)

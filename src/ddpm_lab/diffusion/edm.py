@@ -28,17 +28,16 @@ from typing import Any
 import torch
 
 from .continuous import (
+    ContinuousProcess,
     Denoiser,
     check_steps,
     initial_noise,
-    make_continuous_time_sampler,
     normal_quantile,
     per_example,
     run_steps,
 )
 from .likelihoods import mean_flat
 from .noise import Generators, randn
-from .ode_likelihood import dequantized_bits_per_dim, ode_log_likelihood
 
 EDM_SAMPLERS = ("heun", "euler")
 # EDM's sigma_data for images scaled to [-1, 1]; a DataModule may declare its own (``sigma_data`` attribute).
@@ -83,7 +82,7 @@ def edm_sampler_steps(
         yield x
 
 
-class EDMProcess:
+class EDMProcess(ContinuousProcess):
     """EDM's preconditioned denoiser, training loss and sampler (see the module docstring).
 
     Args:
@@ -97,10 +96,8 @@ class EDMProcess:
 
     objective = "edm"
     samplers = EDM_SAMPLERS
-    num_timesteps = None  # continuous in sigma
-    learned_variance = False
-    nll_metric = "val/ode_nll_bpd"  # the ODE likelihood, never mixed with DDPM's bound
-    loss_type = "mse"  # the loss terms it returns: "loss" (lambda-weighted) and "mse" (||D - y||^2)
+    network_output = "F, shaped like the data"
+    # loss terms: "loss" (lambda-weighted) and "mse" (||D - y||^2)
 
     def __init__(
         self,
@@ -136,20 +133,6 @@ class EDMProcess:
             "s_noise": float(s_noise),
         }
         self.noise_label_scale = float(noise_label_scale)
-
-    # ------------------------------------------------------------------ the shared process interface
-    def model_output_channels(self, data_channels: int) -> int:
-        return data_channels
-
-    def check_model_channels(self, model_out_channels: int, data_channels: int) -> None:
-        if model_out_channels != data_channels:
-            raise ValueError(
-                f"objective edm needs a network with {data_channels} output channels (F, shaped like the data), "
-                f"but it outputs {model_out_channels}. Build it with learned_variance=False."
-            )
-
-    def make_timestep_sampler(self, name: str):
-        return make_continuous_time_sampler(name)
 
     def model_evaluations(self, sampler: str, steps: int) -> int:
         """NFE of ``steps`` steps: Heun 2N - 1 (no correction on the last step), Euler N."""
@@ -237,15 +220,3 @@ class EDMProcess:
             return (x - self.denoise(model, x, s)) / sigma
 
         return velocity, self.sigmas(steps).flip(0)[1:].tolist(), self.sigma_max
-
-    def log_likelihood(self, model, x: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
-        """log p(x) in nats (B,) of continuous data x (B, ...) under the ODE model (``ode_log_likelihood``'s
-        options: divergence "exact" (default; 2-D data) or "hutchinson", generator, progress)."""
-        velocity, grid, prior_std = self.probability_flow(model, steps)
-        return ode_log_likelihood(velocity, x, grid, prior_std=prior_std, **options)
-
-    def nll_bits_per_dim(self, model, x0: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
-        """Per-example bits/dim (B,) of dequantised 8-bit x0 (B, ...) in [-1, 1] under the ODE model
-        (``ode_likelihood.dequantized_bits_per_dim``; Hutchinson's divergence unless told otherwise)."""
-        velocity, grid, prior_std = self.probability_flow(model, steps)
-        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=prior_std, **options)

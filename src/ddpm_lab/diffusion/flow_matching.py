@@ -21,16 +21,15 @@ import torch
 
 from .choices import check_choice
 from .continuous import (
+    ContinuousProcess,
     check_steps,
     initial_noise,
-    make_continuous_time_sampler,
     normal_quantile,
     per_example,
     run_steps,
 )
 from .likelihoods import mean_flat
 from .noise import Generators
-from .ode_likelihood import dequantized_bits_per_dim, ode_log_likelihood
 
 FLOW_SAMPLERS = ("euler", "heun", "midpoint")
 TIME_SAMPLINGS = ("uniform", "logit_normal")
@@ -53,7 +52,7 @@ def flow_ode_steps(velocity, x: torch.Tensor, times: list[float], method: str = 
         yield x
 
 
-class FlowMatchingProcess:
+class FlowMatchingProcess(ContinuousProcess):
     """The linear-interpolant flow-matching objective and its ODE samplers (see the module docstring).
 
     Args:
@@ -64,10 +63,8 @@ class FlowMatchingProcess:
 
     objective = "flow_matching"
     samplers = FLOW_SAMPLERS
-    num_timesteps = None  # continuous in t
-    learned_variance = False
-    nll_metric = "val/ode_nll_bpd"  # the ODE likelihood, never mixed with DDPM's bound
-    loss_type = "mse"  # terms: "loss" = "mse" = ||v_theta - v||^2 (mean over dims)
+    network_output = "the velocity"
+    # loss terms: "loss" = "mse" = ||v_theta - v||^2 (mean over dims)
 
     def __init__(
         self,
@@ -81,20 +78,6 @@ class FlowMatchingProcess:
             raise ValueError(f"flow matching needs logit_std > 0 and time_scale > 0, got {logit_std}, {time_scale}.")
         self.time_sampling = time_sampling
         self.logit_mean, self.logit_std, self.time_scale = float(logit_mean), float(logit_std), float(time_scale)
-
-    # ------------------------------------------------------------------ the shared process interface
-    def model_output_channels(self, data_channels: int) -> int:
-        return data_channels
-
-    def check_model_channels(self, model_out_channels: int, data_channels: int) -> None:
-        if model_out_channels != data_channels:
-            raise ValueError(
-                f"objective flow_matching needs a network with {data_channels} output channels (the velocity), "
-                f"but it outputs {model_out_channels}. Build it with learned_variance=False."
-            )
-
-    def make_timestep_sampler(self, name: str):
-        return make_continuous_time_sampler(name)
 
     def model_evaluations(self, sampler: str, steps: int) -> int:
         """NFE of ``steps`` steps: Euler N, midpoint and Heun 2N."""
@@ -170,15 +153,3 @@ class FlowMatchingProcess:
             return self.velocity(model, x, torch.full((x.shape[0],), t, dtype=torch.float64, device=x.device))
 
         return velocity, torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64).tolist(), 1.0
-
-    def log_likelihood(self, model, x: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
-        """log p(x) in nats (B,) of continuous data x (B, ...) under the ODE model (``ode_log_likelihood``'s
-        options: divergence "exact" (default; 2-D data) or "hutchinson", generator, progress)."""
-        velocity, grid, prior_std = self.probability_flow(model, steps)
-        return ode_log_likelihood(velocity, x, grid, prior_std=prior_std, **options)
-
-    def nll_bits_per_dim(self, model, x0: torch.Tensor, steps: int = 64, **options: Any) -> torch.Tensor:
-        """Per-example bits/dim (B,) of dequantised 8-bit x0 (B, ...) in [-1, 1] under the ODE model
-        (``ode_likelihood.dequantized_bits_per_dim``; Hutchinson's divergence unless told otherwise)."""
-        velocity, grid, prior_std = self.probability_flow(model, steps)
-        return dequantized_bits_per_dim(velocity, x0, grid, prior_std=prior_std, **options)
