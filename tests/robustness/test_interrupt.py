@@ -4,6 +4,7 @@ SystemExit(1), which the record used to call "failed (SystemExit: 1)"."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,12 @@ pytestmark = pytest.mark.slow
 SHORT = [*RESUME_RUN, "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=4"]
 
 
+def _default_sigint() -> None:
+    # A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: the job would train through the Ctrl-C. A terminal's job has the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """ddpm-train in a session of its own, so that the SIGINT to its process group reaches no test process."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(Path(__file__).parents[2])}
@@ -31,6 +38,7 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
