@@ -6,6 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..checks import is_int
+from .restarts import config_differences
 from .validation import ConfigError, validate_command_line, validate_fid_options, validate_sampling
 
 
@@ -103,14 +104,6 @@ def validate_sample_config(cfg: DictConfig) -> None:
     validate_sampling(cfg.sampling, "sampling", build_diffusion(stored))
 
 
-def _differences(stored, current, prefix: str) -> list[str]:
-    """``key: stored -> current`` for every leaf that differs between two config sections."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        keys = sorted(set(stored) | set(current), key=str)
-        return [d for k in keys for d in _differences(stored.get(k), current.get(k), f"{prefix}.{k}")]
-    return [] if stored == current else [f"{prefix}: {stored!r} -> {current!r}"]
-
-
 def validate_resume(module, ckpt_path) -> int:
     """Before resuming from ``ckpt_path``: its weights fit this run's network (else a ConfigError naming the
     config keys that differ from the ones it was trained with, instead of hundreds of size mismatches).
@@ -133,7 +126,7 @@ def validate_resume(module, ckpt_path) -> int:
         if stored_yaml and module.run_config:
             stored, current = (OmegaConf.to_container(OmegaConf.create(y)) for y in (stored_yaml, module.run_config))
             for section in ("model", "diffusion", "process", "data", "conditioning"):
-                changes += _differences(stored.get(section), current.get(section), section)
+                changes += config_differences(stored.get(section), current.get(section), section)
         said = "; ".join(changes[:8]) or "no config difference found (a checkpoint of another program?)"
         raise ConfigError(
             f"ckpt_path={ckpt_path} does not fit this run's network: {len(mismatched)} weights differ in shape or "

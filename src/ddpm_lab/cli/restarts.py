@@ -70,12 +70,17 @@ def first_attempt_run_dir(log_dir: str | Path) -> str | None:
         return None
 
 
-def config_differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key: stored -> current`` for every leaf that differs (keys in NOT_COMPARED left out)."""
+def config_differences(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """``key: stored -> current`` for every leaf that differs between two configs (or sections of them, named
+    by ``prefix``)."""
     if isinstance(stored, dict) and isinstance(current, dict):
-        keys = sorted((set(stored) | set(current)) - ({*NOT_COMPARED} if not prefix else set()), key=str)
-        return [d for k in keys for d in config_differences(stored.get(k), current.get(k), f"{prefix}{k}.")]
-    return [] if stored == current else [f"{prefix.rstrip('.')}: {stored!r} -> {current!r}"]
+        keys = sorted(set(stored) | set(current), key=str)
+        return [
+            d
+            for k in keys
+            for d in config_differences(stored.get(k), current.get(k), f"{prefix}.{k}" if prefix else str(k))
+        ]
+    return [] if stored == current else [f"{prefix}: {stored!r} -> {current!r}"]
 
 
 def earlier_attempt(run_dir: Path, resolved: str) -> dict[str, Any] | None:
@@ -86,8 +91,14 @@ def earlier_attempt(run_dir: Path, resolved: str) -> dict[str, Any] | None:
     stored_path = run_dir / "config_resolved.yaml"
     if previous is None or not stored_path.exists():
         return None
-    stored = OmegaConf.to_container(OmegaConf.load(stored_path))
-    changes = config_differences(stored, OmegaConf.to_container(OmegaConf.create(resolved)))
+    stored, current = (
+        OmegaConf.to_container(OmegaConf.load(stored_path)),
+        OmegaConf.to_container(OmegaConf.create(resolved)),
+    )
+    for key in NOT_COMPARED:
+        stored.pop(key, None)
+        current.pop(key, None)
+    changes = config_differences(stored, current)
     if changes:
         shown = "; ".join(changes[:8]) + (f"; ... ({len(changes)} in all)" if len(changes) > 8 else "")
         raise ConfigError(

@@ -193,10 +193,9 @@ def earlier_attempt_in(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The record of an earlier attempt of this job in its run dir (a requeue, a torchrun restart, a sweep
     launched again over its dir); None for a new run dir. A sweep job's is checked to have trained the same
     config (a single run resumed in its dir may change settings, e.g. train on to more steps)."""
-    if read_summary(run_dir) is None:
-        return None
-    if not is_multirun():
-        return read_summary(run_dir)
+    previous = read_summary(run_dir)
+    if previous is None or not is_multirun():
+        return previous
     return earlier_attempt(run_dir, OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
 
 

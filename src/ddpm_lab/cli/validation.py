@@ -111,6 +111,7 @@ def validate_objective_settings(cfg: DictConfig):
     a continuous-time objective cannot honour. DDPM groups or ``diffusion.*`` keys given on the command line
     with edm/flow_matching are refused too: they would change nothing. Returns the built objective."""
     from .builders import build_diffusion, is_ddpm
+    from .run_identity import task_overrides
 
     d = cfg.diffusion
     try:
@@ -132,7 +133,7 @@ def validate_objective_settings(cfg: DictConfig):
         ) from err
     unused = [
         o
-        for o in hydra_task_overrides()
+        for o in task_overrides(leave_out=())
         if o.split("=", 1)[0].lstrip("+~") in DDPM_GROUPS or o.lstrip("+~").startswith("diffusion.")
     ]
     if unused and not is_ddpm(cfg):
@@ -142,13 +143,6 @@ def validate_objective_settings(cfg: DictConfig):
             f"(e.g. process.p_mean=-1.0 for edm, process.time_sampling=uniform for flow_matching)."
         )
     return diffusion
-
-
-def hydra_task_overrides() -> list[str]:
-    """This run's command-line overrides ([] outside a Hydra run)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def validate_sampling(node, prefix: str, diffusion=None, groups: bool = False) -> None:
